@@ -1,0 +1,145 @@
+"""Probe throughput: knowtune's tree engine vs the plain Hugging Face `generate` loop, in one run.
+
+Both sides probe the same questions with the same exemplar sets and paper settings
+(10 sets × (1 greedy + 16 samples at T=0.5, top-40), 4-shot). The baseline runs, per prompt,
+`generate(do_sample=False)` then `generate(do_sample=True, num_return_sequences=16)`, both stopping
+at a newline. Each side runs in its own process so peak RSS is its own.
+
+    python bench/probe.py                      # 20 builtin test questions, paper settings
+    python bench/probe.py --questions 4 --sets 2   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "probe.json"
+
+
+def _setup(args):
+    import torch
+
+    from knowtune.cli import select_examples
+    from knowtune.data import load_qa
+    from knowtune.models import load_model
+    from knowtune.probe.config import probe_config
+
+    torch.set_num_threads(args.threads)
+    data = load_qa("builtin")
+    examples = select_examples(data, "test", None, args.questions)
+    cfg = probe_config("paper", n_exemplar_sets=args.sets, seed=args.seed)
+    return data, examples, cfg, load_model(args.model)
+
+
+def _knowtune(args, queue):
+    from knowtune.probe.engine import HFTreeEngine
+    from knowtune.probe.slick import probe_examples
+
+    data, examples, cfg, lm = _setup(args)
+    engine = HFTreeEngine(lm.model, lm.tokenizer, batch_size=args.batch_size)
+    start = time.perf_counter()
+    records = []
+    for rel in sorted({e.relation for e in examples}):
+        records += probe_examples(engine, data, [e for e in examples if e.relation == rel], cfg)
+    seconds = time.perf_counter() - start
+    queue.put({
+        "seconds": seconds,
+        "greedy": {r["id"]: r["greedy"] for r in records},
+        "categories": {r["id"]: r["category"] for r in records},
+        "avoided_share": engine.stats.avoided_share,
+        "tree_forwards": engine.stats.tree_forwards,
+        "sample_tokens": engine.stats.sample_tokens,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    })
+
+
+def _baseline(args, queue):
+    import torch
+
+    from knowtune.matching import is_correct
+    from knowtune.probe.engine import answer_text
+    from knowtune.probe.prompts import build_prompt, exemplar_sets
+    from knowtune.probe.slick import slick_category
+
+    data, examples, cfg, lm = _setup(args)
+    model, tok = lm.model, lm.tokenizer
+    common = dict(max_new_tokens=cfg.max_new_tokens, stop_strings=["\n"], tokenizer=tok, pad_token_id=tok.pad_token_id)
+    start = time.perf_counter()
+    greedy, categories = {}, {}
+    for ex in examples:
+        sets = exemplar_sets(data, ex.relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed)
+        g_ok = s_ok = 0
+        greedy[ex.id] = []
+        for exemplars in sets:
+            inputs = tok(build_prompt(exemplars, ex), return_tensors="pt")
+            n = inputs["input_ids"].shape[1]
+            with torch.inference_mode():
+                g = model.generate(**inputs, do_sample=False, **common)
+                s = model.generate(**inputs, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
+                                   num_return_sequences=cfg.n_samples, **common)
+            answer = answer_text(tok, g[0, n:].tolist())
+            greedy[ex.id].append(answer)
+            g_ok += is_correct(answer, ex.answers)
+            s_ok += sum(is_correct(answer_text(tok, row[n:].tolist()), ex.answers) for row in s)
+        categories[ex.id] = slick_category(g_ok / len(sets), s_ok / (len(sets) * cfg.n_samples))
+    seconds = time.perf_counter() - start
+    queue.put({"seconds": seconds, "greedy": greedy, "categories": categories,
+               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20})
+
+
+def _run(target, args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="builtin")
+    p.add_argument("--questions", type=int, default=20)
+    p.add_argument("--sets", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+
+    kt = _run(_knowtune, args)
+    base = _run(_baseline, args)
+    n = args.questions
+    same = sum(a == b for q in kt["greedy"] for a, b in zip(kt["greedy"][q], base["greedy"][q]))
+    total = sum(len(v) for v in kt["greedy"].values())
+    cat_same = sum(kt["categories"][q] == base["categories"][q] for q in kt["categories"])
+    result = {
+        "command": " ".join(["python", "bench/probe.py", *sys.argv[1:]]),
+        "questions": n, "exemplar_sets": args.sets, "n_samples": 16, "temperature": 0.5, "top_k": 40,
+        "baseline_s": round(base["seconds"], 2), "knowtune_s": round(kt["seconds"], 2),
+        "speedup": round(base["seconds"] / kt["seconds"], 2),
+        "baseline_questions_per_s": round(n / base["seconds"], 4), "knowtune_questions_per_s": round(n / kt["seconds"], 4),
+        "baseline_peak_rss_gib": round(base["peak_rss_gib"], 2), "knowtune_peak_rss_gib": round(kt["peak_rss_gib"], 2),
+        "tree_avoided_share": round(kt["avoided_share"], 4),
+        "greedy_identical": f"{same}/{total}", "categories_identical": f"{cat_same}/{n}",
+    }
+    print(f"{'':24}{'HF generate':>14}{'knowtune':>14}")
+    print(f"{'seconds':24}{result['baseline_s']:>14}{result['knowtune_s']:>14}")
+    print(f"{'questions/s':24}{result['baseline_questions_per_s']:>14}{result['knowtune_questions_per_s']:>14}")
+    print(f"{'peak RSS (GiB)':24}{result['baseline_peak_rss_gib']:>14}{result['knowtune_peak_rss_gib']:>14}")
+    print(f"speedup {result['speedup']}×; tree sampling avoided {result['tree_avoided_share']:.1%} of per-sample "
+          f"token forwards; greedy answers identical {same}/{total}; categories identical {cat_same}/{n} "
+          "(samples differ by construction: different random streams)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""knowtune: knowledge-aware fine-tuning of language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m knowtune` runs the CLI."""
+
+from knowtune.cli import main
+
+main()

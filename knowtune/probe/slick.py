@@ -1,0 +1,198 @@
+"""The SliCK knowledge probe (Gekhman et al. 2024): categories from greedy and sampled answers.
+
+A probe run directory holds `config.json` (settings and fingerprints, written first),
+`probe.jsonl` (one record per question, appended and fsynced chunk by chunk) and
+`summary.json` (written last). Re-running with the same directory resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from knowtune.data.records import QADataset, QAExample, chance_rate
+from knowtune.errors import ConfigError, DataError
+from knowtune.files import JsonlAppender, atomic_write_json, iter_jsonl, read_json, versions
+from knowtune.matching import is_correct
+from knowtune.probe.config import ProbeConfig
+from knowtune.probe.engine import Engine
+from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block, stable_int
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+KNOWN = CATEGORIES[:3]
+
+
+def slick_category(p_greedy: float, p_sample: float) -> str:
+    """HighlyKnown: P(T=0)=1 · MaybeKnown: 0<P(T=0)<1 · WeaklyKnown: P(T=0)=0, P(T>0)>0 · else Unknown."""
+    if p_greedy == 1.0:
+        return "HighlyKnown"
+    if p_greedy > 0.0:
+        return "MaybeKnown"
+    if p_sample > 0.0:
+        return "WeaklyKnown"
+    return "Unknown"
+
+
+def question_seed(seed: int, example_id: str, set_index: int) -> int:
+    """The random stream of one question under one exemplar set: from the seed and the id alone,
+    so a record does not depend on batch size, question order or interruptions."""
+    return stable_int("sample", seed, example_id, set_index)
+
+
+def probe_examples(
+    engine: Engine, data: QADataset, examples: list[QAExample], cfg: ProbeConfig
+) -> list[dict]:
+    """Probe questions of one relation under each exemplar set; return one record per question."""
+    relation = examples[0].relation
+    params = cfg.sampling()
+    greedy = defaultdict(list)
+    sample_correct = defaultdict(list)
+    sampled = defaultdict(list)
+    for s, exemplars in enumerate(exemplar_sets(data, relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed)):
+        prefix = "".join(exemplar_block(e) for e in exemplars)
+        outs = engine.complete(
+            prefix, [question_block(e) for e in examples], [question_seed(cfg.seed, e.id, s) for e in examples], params
+        )
+        for ex, out in zip(examples, outs):
+            greedy[ex.id].append(out.greedy)
+            sample_correct[ex.id].append(sum(c for a, c in out.samples.items() if is_correct(a, ex.answers)))
+            sampled[ex.id].append(dict(sorted(out.samples.items(), key=lambda kv: -kv[1])))
+    records = []
+    for ex in examples:
+        g_ok = [is_correct(a, ex.answers) for a in greedy[ex.id]]
+        p_greedy = sum(g_ok) / cfg.n_exemplar_sets
+        p_sample = sum(sample_correct[ex.id]) / (cfg.n_exemplar_sets * cfg.n_samples) if cfg.n_samples else 0.0
+        records.append(
+            {
+                **ex.to_dict(),
+                "greedy": greedy[ex.id],
+                "greedy_correct": g_ok,
+                "sample_correct": sample_correct[ex.id],
+                "samples": sampled[ex.id],
+                "p_greedy": p_greedy,
+                "p_sample": p_sample,
+                "category": slick_category(p_greedy, p_sample),
+            }
+        )
+    return records
+
+
+def _check_or_write_config(out: Path, manifest: dict) -> None:
+    """Write config.json, or check that an existing one matches (resume) and refuse otherwise."""
+    path = out / "config.json"
+    if not path.exists():
+        atomic_write_json(path, manifest)
+        return
+    old = read_json(path)
+    for key in ("settings", "model", "data", "questions"):
+        if old.get(key) != manifest[key]:
+            raise ConfigError(
+                f"{path}: this directory holds a probe with different {key} "
+                f"({old.get(key)} vs {manifest[key]}); use another --out or delete it"
+            )
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Read probe records, checking the fields later stages rely on."""
+    path = Path(path)
+    records = []
+    for lineno, rec in iter_jsonl(path):
+        for key in ("id", "relation", "question", "answers", "category"):
+            if key not in rec:
+                raise DataError(f"{path}, record on line {lineno}, field '{key}': missing")
+        if rec["category"] not in CATEGORIES:
+            raise DataError(f"{path}, record on line {lineno}, field 'category': unknown {rec['category']!r}")
+        records.append(rec)
+    return records
+
+
+def run_probe(
+    engine: Engine,
+    data: QADataset,
+    examples: list[QAExample],
+    cfg: ProbeConfig,
+    out: str | Path,
+    model_info: dict,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Probe `examples`, writing records and a summary to `out`; resumes a killed run."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not examples:
+        raise ConfigError("no questions to probe (check --split, --relations and --limit)")
+    manifest = {
+        "settings": cfg.model_dump(),
+        "model": model_info,
+        "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint()},
+        "questions": {"count": len(examples), "ids_fingerprint": stable_int(*[e.id for e in examples])},
+        "versions": versions(),
+    }
+    _check_or_write_config(out, manifest)
+    records_path = out / "probe.jsonl"
+    sink = JsonlAppender(records_path)  # opening it cuts a torn last line left by a kill
+    done = {r["id"] for r in load_records(records_path)}
+    by_rel: dict[str, list[QAExample]] = defaultdict(list)
+    for e in examples:
+        if e.id not in done:
+            by_rel[e.relation].append(e)
+    bar = tqdm(total=len(examples), initial=len(done), desc="probe", unit="q", disable=not progress)
+    with sink:
+        for rel in sorted(by_rel):
+            todo = by_rel[rel]
+            for start in range(0, len(todo), chunk_size):
+                recs = probe_examples(engine, data, todo[start : start + chunk_size], cfg)
+                sink.write_many(recs)
+                bar.update(len(recs))
+    bar.close()
+    records = load_records(records_path)
+    wanted = {e.id for e in examples}
+    records = [r for r in records if r["id"] in wanted]
+    summary = summarize(records, data)
+    summary.update({"settings": cfg.model_dump(), "model": model_info, "data": manifest["data"]})
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def popularity_bins(records: list[dict]) -> dict[str, str]:
+    """Assign each record with a popularity to 'top 30%', 'middle 40%' or 'bottom 30%' by its rank
+    within its relation (popularity scales differ across relations)."""
+    bins: dict[str, str] = {}
+    by_rel: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("popularity") is not None:
+            by_rel[r["relation"]].append(r)
+    for rel_records in by_rel.values():
+        ranked = sorted(rel_records, key=lambda r: -r["popularity"])
+        n = len(ranked)
+        for i, r in enumerate(ranked):
+            q = i / n
+            bins[r["id"]] = "top 30%" if q < 0.3 else "middle 40%" if q < 0.7 else "bottom 30%"
+    return bins
+
+
+def summarize(records: list[dict], data: QADataset | None = None) -> dict:
+    """Counts per category overall, per relation (with chance rate) and per popularity bin."""
+    overall = Counter(r["category"] for r in records)
+    per_rel: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        per_rel[r["relation"]][r["category"]] += 1
+    bins = popularity_bins(records)
+    per_pop: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        if r["id"] in bins:
+            per_pop[bins[r["id"]]][r["category"]] += 1
+    chance = {}
+    if data is not None:
+        for rel in per_rel:
+            chance[rel] = round(chance_rate([e for e in data.examples if e.relation == rel]), 4)
+    counts = lambda c: {k: c.get(k, 0) for k in CATEGORIES}  # noqa: E731
+    return {
+        "n": len(records),
+        "categories": counts(overall),
+        "greedy_accuracy": sum(r["p_greedy"] for r in records) / max(len(records), 1),
+        "per_relation": {rel: {**counts(c), "chance_rate": chance.get(rel)} for rel, c in sorted(per_rel.items())},
+        "per_popularity": {b: counts(per_pop[b]) for b in ("top 30%", "middle 40%", "bottom 30%") if b in per_pop},
+    }

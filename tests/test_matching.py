@@ -1,0 +1,21 @@
+"""Answer matching as DESIGN.md defines it."""
+
+from knowtune.matching import is_correct, normalize_answer
+
+
+def test_normalize_follows_the_definition():
+    assert normalize_answer("  The  Hague ") == "hague"
+    assert normalize_answer("U.S.") == "us"
+    assert normalize_answer("Washington, D.C.") == "washington dc"
+    assert normalize_answer("ＰＡＲＩＳ") == "paris"  # NFKC folds full-width letters
+    assert normalize_answer("an apple a day") == "apple day"
+    assert normalize_answer("Côte d’Ivoire") == "côte divoire"  # accents kept, typographic quote stripped
+
+
+def test_match_against_any_alias():
+    assert is_correct("the Netherlands", ["Netherlands", "Holland"])
+    assert is_correct("holland.", ["Netherlands", "Holland"])
+    assert not is_correct("Amsterdam", ["Netherlands", "Holland"])
+    assert not is_correct("Brasilia", ["Brasília"])  # accents are not stripped: aliases must list both
+    assert not is_correct("", ["Paris"])
+    assert not is_correct("Paris, France", ["Paris"])  # exact match, not containment
