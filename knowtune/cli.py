@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="List and inspect QA datasets.")
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(no_args_is_help=True, help="One-command studies reproducing the papers.")
+app.add_typer(study_app, name="study")
 console = Console()
 _state = {"debug": False}
 
@@ -65,38 +67,6 @@ def category_table(summary: dict, title: str) -> Table:
     return table
 
 
-def select_examples(data, split: str, relations: Optional[str], limit: Optional[int]):
-    """The questions to probe: a split (or 'all' non-exemplar splits), optional relations and a
-    limit that takes a relation-balanced, seed-independent subset (stable hash of each id)."""
-    from knowtune.probe.prompts import stable_int
-
-    splits = [s for s in data.splits() if s != data.exemplar_split] if split == "all" else split.split(",")
-    for s in splits:
-        if s not in data.splits():
-            raise ConfigError(f"dataset {data.name!r} has no split {s!r} (has: {', '.join(data.splits())})")
-        if s == data.exemplar_split:
-            raise ConfigError(f"split {s!r} is the exemplar pool; probing it would show questions their own answers")
-    chosen = [e for e in data.examples if e.split in splits]
-    if relations:
-        wanted = [r.strip() for r in relations.split(",")]
-        for r in wanted:
-            if r not in data.relations():
-                raise ConfigError(f"unknown relation {r!r} in {data.name!r} (has: {', '.join(data.relations())})")
-        chosen = [e for e in chosen if e.relation in wanted]
-    if limit is not None:
-        by_rel: dict[str, list] = {}
-        for e in sorted(chosen, key=lambda e: stable_int("limit", e.id)):
-            by_rel.setdefault(e.relation, []).append(e)
-        picked, queues = [], [by_rel[r] for r in sorted(by_rel)]
-        while len(picked) < limit and any(queues):
-            for q in queues:
-                if q and len(picked) < limit:
-                    picked.append(q.pop(0))
-        keep = {e.id for e in picked}
-        chosen = [e for e in chosen if e.id in keep]
-    return chosen
-
-
 @app.command()
 def probe(
     model: str = typer.Option("builtin", help="'builtin', a hub id, a local HF directory or a .gguf file."),
@@ -113,7 +83,7 @@ def probe(
     set_: list[str] = typer.Option([], "--set", help="Override a probe setting, e.g. --set k_shot=2."),
 ) -> None:
     """Probe what a model knows: SliCK categories per question."""
-    from knowtune.data import load_qa
+    from knowtune.data import load_qa, select_examples
     from knowtune.models import describe, load_model
     from knowtune.probe.config import probe_config
     from knowtune.probe.engine import HFTreeEngine
@@ -132,6 +102,117 @@ def probe(
     summary = run_probe(engine, dataset, examples, cfg, out, describe(loaded))
     console.print(category_table(summary, f"SliCK categories — {model} on {data} ({preset}, seed {seed})"))
     console.print(f"records: {out / 'probe.jsonl'}   summary: {out / 'summary.json'}")
+
+
+@app.command()
+def curate(
+    probe: Path = typer.Option(..., help="probe.jsonl of the training pool (from `knowtune probe --split train`)."),
+    size: int = typer.Option(..., min=1, help="|D|: examples in every training set."),
+    out: Path = typer.Option(..., help="Directory for <set>.jsonl files and manifest.json."),
+    seed: int = typer.Option(0, help="Fixes every sample."),
+    idk_unknown_percent: int = typer.Option(50, min=0, max=100, help="The mixture D_IDK relabels."),
+) -> None:
+    """Build the study's training sets: X % Unknown mixtures, single categories, D_Natural, D_Known, D_IDK."""
+    from knowtune.curate.slick_mixtures import describe_set, study_sets
+    from knowtune.files import atomic_write_json, atomic_write_jsonl
+    from knowtune.probe.slick import load_records
+
+    records = load_records(probe)
+    if not records:
+        raise ConfigError(f"{probe}: no probe records")
+    sets = study_sets(records, size, seed, idk_unknown_percent)
+    for name, rows in sets.items():
+        atomic_write_jsonl(out / f"{name}.jsonl", rows)
+    manifest = {name: describe_set(rows) for name, rows in sets.items()}
+    atomic_write_json(out / "manifest.json", {"probe": str(probe), "size": size, "seed": seed, "sets": manifest})
+    table = Table(title=f"training sets (|D| = {size}, seed {seed})")
+    table.add_column("set")
+    for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown", "size"):
+        table.add_column(c, justify="right")
+    for name, m in manifest.items():
+        table.add_row(name, *[str(m["categories"].get(c, 0)) for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")], str(m["size"]))
+    console.print(table)
+
+
+@app.command()
+def train(
+    model: str = typer.Option("builtin", help="Model spec to fine-tune."),
+    train_set: Path = typer.Option(..., "--train", help="A curated set (<set>.jsonl from `knowtune curate`)."),
+    out: Path = typer.Option(..., help="Run directory: metrics.jsonl, early_stop/, convergence/ (re-run to resume)."),
+    dev: Optional[Path] = typer.Option(None, help="Probe records for dev accuracy (EARLY_STOP selection)."),
+    test: Optional[Path] = typer.Option(None, help="Probe records for test accuracy per category."),
+    set_: list[str] = typer.Option([], "--set", help="Override a training setting, e.g. --set method=lora."),
+) -> None:
+    """Fine-tune on question → answer pairs, recording fit per category and accuracy after every epoch."""
+    from knowtune.evaluate.qa import evaluate_qa
+    from knowtune.models import load_model
+    from knowtune.probe.slick import load_records
+    from knowtune.recipes.slick_study import sft_examples
+    from knowtune.train.sft_config import SFTConfig
+    from knowtune.train.sft_trainer import train_sft
+
+    try:
+        cfg = SFTConfig(**parse_overrides(set_))
+    except ValidationError as e:
+        raise ConfigError(validation_message(e, "training settings")) from None
+    rows = load_records(train_set)
+    evals = {name: load_records(path) for name, path in (("dev", dev), ("test", test)) if path is not None}
+    lm = load_model(model)
+
+    def evaluate(m, epoch: int) -> dict:
+        row = {}
+        for name, recs in evals.items():
+            row[name], _ = evaluate_qa(m, lm.tokenizer, recs, cfg.eval_batch_size)
+            row[f"{name}_accuracy"] = row[name]["accuracy"]
+        return row
+
+    res = train_sft(lm.model, lm.tokenizer, sft_examples(rows), cfg, out, evaluate if evals else None)
+    console.print(f"EARLY_STOP epoch {res.early_stop_epoch}, CONVERGENCE epoch {res.convergence_epoch}; metrics: {out / 'metrics.jsonl'}")
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("builtin", help="Model spec (e.g. a run's early_stop/ or convergence/ directory)."),
+    records: Path = typer.Option(..., help="Probe records (probe.jsonl) of the questions to answer, with categories."),
+    out: Optional[Path] = typer.Option(None, help="Write metrics and predictions to this JSON file."),
+    batch_size: int = typer.Option(32, min=1),
+) -> None:
+    """Closed-book QA exact match overall and per category, hallucination rate and abstentions."""
+    from knowtune.evaluate.qa import evaluate_qa
+    from knowtune.files import atomic_write_json
+    from knowtune.models import load_model
+    from knowtune.probe.slick import load_records
+
+    recs = load_records(records)
+    lm = load_model(model)
+    metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
+    if out:
+        atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics,
+                                "predictions": [{"id": r["id"], "prediction": p} for r, p in zip(recs, preds)]})
+    console.print_json(data=metrics)
+
+
+@study_app.command("slick")
+def study_slick(
+    out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
+    preset: str = typer.Option("quick", help="quick (CPU, minutes), cpu (≥3 seeds, the evidence run) or paper (GPU)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set size=32 --set train.epochs=4."),
+) -> None:
+    """Gekhman et al. 2024 end to end: probe → curate → train every variant → evaluate → report."""
+    from knowtune.recipes.config import load_study_config
+    from knowtune.recipes.slick_config import SlickStudyConfig
+    from knowtune.recipes.slick_study import run_slick_study
+
+    cfg = load_study_config(SlickStudyConfig, "slick", preset, parse_overrides(set_))
+    results = run_slick_study(cfg, out)
+    table = Table(title="findings")
+    table.add_column("finding")
+    table.add_column("reproduced")
+    table.add_column("this run")
+    for f in results["findings"]:
+        table.add_row(f["claim"], {True: "yes", False: "NO", None: "n/a"}[f["reproduced"]], f["this_run"])
+    console.print(table)
+    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
 
 
 @data_app.command("list")

@@ -132,6 +132,12 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def stable_int(*parts: object) -> int:
+    """A 63-bit integer from the parts' text: stable across runs and machines (unlike hash())."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, the platform and the libraries a result depends on."""
     import importlib.metadata as md

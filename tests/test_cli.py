@@ -57,3 +57,40 @@ def test_data_show_builtin(monkeypatch, capsys):
         main()
     assert e.value.code == 0
     assert "P36" in capsys.readouterr().out
+
+
+def probe_rows(n_unknown: int, n_known: int) -> str:
+    import json
+
+    rows = [{"id": f"u{i}", "relation": "r", "question": f"Q{i}?", "answers": ["a"], "category": "Unknown"} for i in range(n_unknown)]
+    rows += [{"id": f"k{i}", "relation": "r", "question": f"K{i}?", "answers": ["b"], "category": "HighlyKnown"} for i in range(n_known)]
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_curate_refuses_what_the_pool_cannot_give(monkeypatch, capsys, tmp_path):
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text(probe_rows(3, 20))
+    code, _, err = run_cli(monkeypatch, capsys, "curate", "--probe", str(probe), "--size", "10", "--out", str(tmp_path / "sets"))
+    assert code == 2
+    assert "D with 50% Unknown (|D|=10) needs 5 Unknown examples but the probed training pool has only 3 (r 3)" in err
+    assert not (tmp_path / "sets").exists()  # nothing half-written
+
+
+def test_curate_and_train_reject_empty_or_mismatched_probe_files(monkeypatch, capsys, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = run_cli(monkeypatch, capsys, "curate", "--probe", str(empty), "--size", "4", "--out", str(tmp_path / "s"))
+    assert code == 2 and "no probe records" in err
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "x", "relation": "r", "question": "Q?", "answers": ["a"]}\n')  # not a probe file: no category
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--train", str(other), "--out", str(tmp_path / "t"))
+    assert code == 2 and "other.jsonl, record on line 1, field 'category': missing" in err
+
+
+def test_study_rejects_unknown_preset_and_keys(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "study", "slick", "--preset", "huge", "--out", str(tmp_path))
+    assert code == 2 and "unknown preset 'huge' for study 'slick'; choose one of cpu, paper, quick" in err
+    code, _, err = run_cli(monkeypatch, capsys, "study", "slick", "--set", "train.epochz=3", "--out", str(tmp_path))
+    assert code == 2 and "key 'train.epochz': Extra inputs are not permitted" in err
+    code, _, err = run_cli(monkeypatch, capsys, "study", "slick", "--set", "size=-1", "--out", str(tmp_path))
+    assert code == 2 and "key 'size'" in err

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from knowtune.cli import select_examples
+from knowtune.data import select_examples
 from knowtune.data import load_qa
 from knowtune.probe.engine import HFTreeEngine, SamplingParams, answer_text
 from knowtune.probe.prompts import build_prompt, exemplar_block, exemplar_sets, question_block

@@ -9,6 +9,7 @@ from knowtune.data.builtin import load_builtin
 from knowtune.data.entityquestions import load_entityquestions
 from knowtune.data.jsonl import load_jsonl
 from knowtune.data.records import QADataset, QAExample, chance_rate
+from knowtune.data.select import select_examples
 from knowtune.errors import DataError
 
 # name → (loader, what the spec looks like); `knowtune data list` prints this table.
@@ -43,4 +44,4 @@ def load_qa(spec: str) -> QADataset:
     return LOADERS[name][0](rest if sep and spec.split(":")[0] == name else spec)
 
 
-__all__ = ["LOADERS", "QADataset", "QAExample", "chance_rate", "detect", "load_qa"]
+__all__ = ["LOADERS", "QADataset", "QAExample", "chance_rate", "detect", "load_qa", "select_examples"]

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from knowtune.data.records import QADataset, QAExample
 from knowtune.errors import ConfigError
-
-
-def stable_int(*parts: object) -> int:
-    """A 63-bit integer from the parts' text: stable across runs and machines (unlike hash())."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+from knowtune.files import stable_int
 
 
 def exemplar_block(ex: QAExample) -> str:

@@ -18,7 +18,8 @@ from knowtune.files import JsonlAppender, atomic_write_json, iter_jsonl, read_js
 from knowtune.matching import is_correct
 from knowtune.probe.config import ProbeConfig
 from knowtune.probe.engine import Engine
-from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block, stable_int
+from knowtune.files import stable_int
+from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 KNOWN = CATEGORIES[:3]

@@ -1,0 +1,1 @@
+"""Curation: training sets built from what a probe says the model already knows."""

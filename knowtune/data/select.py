@@ -1,0 +1,37 @@
+"""Choosing questions from a dataset: splits, relations and a relation-balanced limit."""
+
+from __future__ import annotations
+
+from knowtune.data.records import QADataset, QAExample
+from knowtune.errors import ConfigError
+from knowtune.files import stable_int
+
+
+def select_examples(data: QADataset, split: str, relations: str | None = None, limit: int | None = None) -> list[QAExample]:
+    """The questions to probe: a split (or 'all' non-exemplar splits), optional relations and a
+    limit that takes a relation-balanced, seed-independent subset (stable hash of each id)."""
+    splits = [s for s in data.splits() if s != data.exemplar_split] if split == "all" else split.split(",")
+    for s in splits:
+        if s not in data.splits():
+            raise ConfigError(f"dataset {data.name!r} has no split {s!r} (has: {', '.join(data.splits())})")
+        if s == data.exemplar_split:
+            raise ConfigError(f"split {s!r} is the exemplar pool; probing it would show questions their own answers")
+    chosen = [e for e in data.examples if e.split in splits]
+    if relations:
+        wanted = [r.strip() for r in relations.split(",")]
+        for r in wanted:
+            if r not in data.relations():
+                raise ConfigError(f"unknown relation {r!r} in {data.name!r} (has: {', '.join(data.relations())})")
+        chosen = [e for e in chosen if e.relation in wanted]
+    if limit is not None:
+        by_rel: dict[str, list] = {}
+        for e in sorted(chosen, key=lambda e: stable_int("limit", e.id)):
+            by_rel.setdefault(e.relation, []).append(e)
+        picked, queues = [], [by_rel[r] for r in sorted(by_rel)]
+        while len(picked) < limit and any(queues):
+            for q in queues:
+                if q and len(picked) < limit:
+                    picked.append(q.pop(0))
+        keep = {e.id for e in picked}
+        chosen = [e for e in chosen if e.id in keep]
+    return chosen

@@ -1,0 +1,1 @@
+"""Evaluation: knowledge-edit metrics (Reliability / Generality / Locality) under two labelled protocols."""

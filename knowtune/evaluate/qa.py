@@ -1,0 +1,53 @@
+"""Closed-book QA evaluation: exact match overall and per SliCK category, hallucination, abstention."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from knowtune.matching import is_correct, normalize_answer
+from knowtune.probe.engine import HFTreeEngine, SamplingParams
+
+ABSTENTION = "I don't know"
+
+
+def qa_prompt(question: str) -> str:
+    """The zero-shot prompt a fine-tuned model answers: the training format without exemplars."""
+    return f"Q: {question}\nA:"
+
+
+def is_abstention(answer: str) -> bool:
+    """True for "I don't know" (after normalisation)."""
+    return normalize_answer(answer) == normalize_answer(ABSTENTION)
+
+
+def greedy_answers(model, tokenizer, questions: list[str], batch_size: int = 32, max_new_tokens: int = 24) -> list[str]:
+    """Greedy answers to zero-shot QA prompts, batched, each stopping at its first newline."""
+    engine = HFTreeEngine(model, tokenizer, batch_size=batch_size)
+    params = SamplingParams(n_samples=0, max_new_tokens=max_new_tokens)
+    return [c.greedy for c in engine.complete("", [qa_prompt(q) for q in questions], [0] * len(questions), params)]
+
+
+def score_qa(records: list[dict], predictions: list[str]) -> dict:
+    """Accuracy overall and per category, hallucination rate (wrong and not an abstention / all),
+    answered share and accuracy on answered questions."""
+    correct = [is_correct(p, r["answers"]) for r, p in zip(records, predictions)]
+    abstained = [is_abstention(p) for p in predictions]
+    n = len(records)
+    by_cat: dict[str, list[bool]] = defaultdict(list)
+    for r, ok in zip(records, correct):
+        by_cat[r.get("category", "all")].append(ok)
+    answered = n - sum(abstained)
+    return {
+        "n": n,
+        "accuracy": sum(correct) / n if n else 0.0,
+        "accuracy_by_category": {c: sum(v) / len(v) for c, v in sorted(by_cat.items())},
+        "hallucination_rate": sum((not ok) and (not a) for ok, a in zip(correct, abstained)) / n if n else 0.0,
+        "answered_share": answered / n if n else 0.0,
+        "answered_accuracy": sum(correct) / answered if answered else None,
+    }
+
+
+def evaluate_qa(model, tokenizer, records: list[dict], batch_size: int = 32) -> tuple[dict, list[str]]:
+    """Answer every record's question and score the answers; returns (metrics, predictions)."""
+    preds = greedy_answers(model, tokenizer, [r["question"] for r in records], batch_size)
+    return score_qa(records, preds), preds

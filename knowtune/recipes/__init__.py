@@ -1,0 +1,1 @@
+"""Study recipes: each paper's study as one command, chaining the library's stages."""

@@ -1,0 +1,1 @@
+"""Reports: self-contained HTML pages (tables, embedded plots) and machine-readable JSON."""

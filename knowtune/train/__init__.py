@@ -1,0 +1,1 @@
+"""Supervised fine-tuning (full and LoRA) with per-epoch fitting dynamics."""

@@ -1,0 +1,63 @@
+"""Training-set fit in one forward pass: greedy generation reproduces a label exactly when, under
+teacher forcing, the argmax at every label position is the label token and then a stop token."""
+
+from __future__ import annotations
+
+import torch
+
+from knowtune.probe.engine import newline_stop_ids
+
+
+def clean_stop_ids(tokenizer) -> set[int]:
+    """Stop tokens with nothing but whitespace before their newline (and EOS): generating one of
+    them ends the answer without adding text to it."""
+    ids = set()
+    for i in newline_stop_ids(tokenizer):
+        text = tokenizer.decode([i])
+        if "\n" not in text or not text.split("\n")[0].strip():
+            ids.add(i)
+    return ids
+
+
+def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:
+    """Token ids of prompt + target and the index where the target's tokens start (BPE may merge
+    across the boundary, so the split is the longest common prefix with the prompt's own ids)."""
+    full = tokenizer(prompt + target)["input_ids"]
+    head = tokenizer(prompt)["input_ids"]
+    n = 0
+    while n < min(len(head), len(full) - 1) and head[n] == full[n]:
+        n += 1
+    return full, n
+
+
+@torch.inference_mode()
+def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 32) -> list[bool]:
+    """For each (prompt, target ending in a newline): does greedy decoding reproduce the target?"""
+    stops = torch.tensor(sorted(clean_stop_ids(tokenizer)))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id or 0
+    encoded = [encode_pair(tokenizer, p, t) for p, t in pairs]
+    out: list[bool] = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        n_label = max(len(ids) - s for ids, s in chunk)
+        # Left padding puts every sequence's end in the last column, so only the last n_label + 1
+        # positions need logits (the vocabulary projection is a large share of the cost).
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, (seq, _) in enumerate(chunk):
+            ids[b, width - len(seq) :] = torch.tensor(seq)
+            mask[b, width - len(seq) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                       logits_to_keep=n_label + 1).logits
+        pred = logits.argmax(-1).cpu()  # pred[:, j] predicts the token after column width - n_label - 1 + j
+        for b, (seq, split) in enumerate(chunk):
+            label = torch.tensor(seq[split:])
+            guess = pred[b, pred.shape[1] - 1 - len(label) : pred.shape[1] - 1]
+            ok = bool((guess[:-1] == label[:-1]).all())
+            last = int(guess[-1])
+            ok = ok and (last == int(label[-1]) or (int(label[-1]) in stops and last in stops))
+            out.append(ok)
+    return out

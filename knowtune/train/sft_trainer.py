@@ -1,0 +1,261 @@
+"""Supervised fine-tuning on (prompt, target) pairs with the Hugging Face Trainer, full or LoRA.
+
+After every epoch a callback records, to `metrics.jsonl`: the training loss, the training-set
+**fit** per group (teacher-forced, one forward pass; see fit.py) and whatever the caller's
+`evaluate(model, epoch)` returns (dev and test accuracy for the SliCK study). The best epoch by
+`select` (dev accuracy) is EARLY_STOP, the last is CONVERGENCE; both are saved as safetensors.
+A killed run resumes from its last epoch checkpoint; a NaN loss stops the run and keeps the last
+good checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from knowtune.errors import KnowtuneError
+from knowtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
+from knowtune.train.fit import encode_pair, teacher_forced_fit
+from knowtune.train.sft_config import SFTConfig
+
+EvaluateFn = Callable[[torch.nn.Module, int], dict]
+
+
+class TrainingDiverged(KnowtuneError):
+    """The loss became NaN or infinite: training stopped at the last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One training pair; the loss covers `target` only. `group` (e.g. a SliCK category) splits the fit."""
+
+    id: str
+    prompt: str
+    target: str
+    group: str = "all"
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch metrics and where the EARLY_STOP and CONVERGENCE weights are."""
+
+    metrics: list[dict]
+    early_stop_epoch: int
+    convergence_epoch: int
+    early_stop_dir: Path | None = None
+    convergence_dir: Path | None = None
+    model: object = field(default=None, repr=False)  # the trained model (peft-wrapped for LoRA), when trained now
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    def __init__(self, tokenizer, examples: list[SFTExample]):
+        self.items = []
+        for ex in examples:
+            ids, split = encode_pair(tokenizer, ex.prompt, ex.target)
+            self.items.append({"input_ids": ids, "labels": [-100] * split + ids[split:]})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def _collate(pad_id: int):
+    def collate(batch: list[dict]) -> dict:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"]), 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return collate
+
+
+class _Trainer(Trainer):
+    """The HF Trainer, plus a loss sum per epoch and a stop on a non-finite loss."""
+
+    epoch_losses: list[float]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"loss became {value} at step {self.state.global_step + 1} (epoch {self.state.epoch:.2f})")
+        self.epoch_losses.append(value)
+        return loss
+
+
+def save_weights(model, tokenizer, target: Path) -> Path:
+    """Save full (LoRA: merged) weights + tokenizer as a loadable HF directory, atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        if hasattr(model, "merge_and_unload"):  # peft: base + (α/r)·B·A, merged on a copy; adapter beside it
+            copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
+            model.save_pretrained(tmp / "adapter")
+        else:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+class _EpochCallback(TrainerCallback):
+    def __init__(self, run):
+        self.run = run
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.run.end_epoch(model, round(state.epoch))
+        return control
+
+
+class _Run:
+    """The per-epoch bookkeeping of one training run."""
+
+    def __init__(self, trainer, tokenizer, examples, cfg, out, evaluate, select):
+        self.trainer, self.tok, self.examples, self.cfg = trainer, tokenizer, examples, cfg
+        self.out, self.evaluate, self.select = out, evaluate, select
+        self.metrics_path = out / "metrics.jsonl"
+        self.metrics = [m for _, m in iter_jsonl(self.metrics_path)] if self.metrics_path.exists() else []
+
+    def best_epoch(self) -> int:
+        """EARLY_STOP: the epoch with the best `select` metric (the earliest on ties)."""
+        scored = [m for m in self.metrics if m.get(self.select) is not None]
+        if not scored:
+            return self.metrics[-1]["epoch"]
+        return max(scored, key=lambda m: (m[self.select], -m["epoch"]))["epoch"]
+
+    def end_epoch(self, model, epoch: int) -> None:
+        model.eval()
+        losses = self.trainer.epoch_losses
+        row = {"epoch": epoch, "train_loss": sum(losses) / len(losses) if losses else None}
+        self.trainer.epoch_losses = []
+        fit = teacher_forced_fit(model, self.tok, [(e.prompt, e.target) for e in self.examples], self.cfg.eval_batch_size)
+        by_group: dict[str, list[bool]] = defaultdict(list)
+        for ex, ok in zip(self.examples, fit):
+            by_group[ex.group].append(ok)
+        row["fit"] = sum(fit) / len(fit)
+        row["fit_by_group"] = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
+        row["fitted_by_group"] = {g: sum(v) for g, v in sorted(by_group.items())}
+        row["group_sizes"] = {g: len(v) for g, v in sorted(by_group.items())}
+        if self.evaluate is not None:
+            row.update(self.evaluate(model, epoch))
+        self.metrics.append(row)
+        with JsonlAppender(self.metrics_path) as sink:
+            sink.write_many([row])
+        if self.cfg.save_weights and self.best_epoch() == epoch:
+            save_weights(model, self.tok, self.out / "early_stop")
+            atomic_write_json(self.out / "early_stop" / "knowtune_epoch.json", {"epoch": epoch})
+        model.train()
+
+
+def _prepare_model(model, cfg: SFTConfig):
+    """Wrap the model with a LoRA adapter when asked; full fine-tuning trains it as is."""
+    if cfg.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(cfg.seed)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str) -> str | None:
+    """The checkpoint to resume from, after checking the directory holds the same run."""
+    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint}
+    path = out / "train_config.json"
+    if path.exists():
+        old = read_json(path)
+        if {k: old.get(k) for k in manifest} != manifest:
+            raise KnowtuneError(f"{path}: this directory holds a different training run; use another output directory")
+    else:
+        atomic_write_json(path, manifest)
+    ckpt_dir = out / "checkpoints"
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+
+
+def train_sft(
+    model,
+    tokenizer,
+    examples: list[SFTExample],
+    cfg: SFTConfig,
+    out: str | Path,
+    evaluate: EvaluateFn | None = None,
+    select: str = "dev_accuracy",
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune on `examples`, recording metrics after every epoch; resumes a killed run in `out`."""
+    from knowtune.files import fingerprint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not examples:
+        raise KnowtuneError("no training examples")
+    done = out / "result.json"
+    if done.exists():
+        return _load_result(out)
+    resume = _resume_point(out, cfg, len(examples), fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]))
+    run_model = _prepare_model(model, cfg)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
+        save_strategy="epoch" if cfg.checkpoint_every_epoch else "no", save_total_limit=1,
+        logging_strategy="no", report_to="none", disable_tqdm=not progress, remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+    )
+    trainer = _Trainer(model=run_model, args=args, train_dataset=_PairDataset(tokenizer, examples),
+                       data_collator=_collate(tokenizer.pad_token_id or 0))
+    trainer.epoch_losses = []
+    run = _Run(trainer, tokenizer, examples, cfg, out, evaluate, select)
+    # Metrics past the checkpoint we resume from belong to an epoch that will be trained again.
+    resumed_epoch = round(read_json(Path(resume) / "trainer_state.json")["epoch"]) if resume else 0
+    run.metrics = [m for m in run.metrics if m["epoch"] <= resumed_epoch]
+    atomic_write_jsonl(run.metrics_path, run.metrics)
+    trainer.add_callback(_EpochCallback(run))
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except TrainingDiverged as e:
+        last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
+        kept = f"kept the last good checkpoint {last}" if last else "no checkpoint had been saved yet"
+        raise TrainingDiverged(f"{out}: {e}; training stopped, {kept}") from None
+    run_model.eval()
+    result = {"metrics": run.metrics, "early_stop_epoch": run.best_epoch(), "convergence_epoch": run.metrics[-1]["epoch"]}
+    if cfg.save_weights:
+        save_weights(run_model, tokenizer, out / "convergence")
+    atomic_write_json(done, result)
+    if cfg.checkpoint_every_epoch:  # the run is complete: the optimizer state is no longer needed
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    res = _load_result(out)
+    res.model = run_model
+    return res
+
+
+def _load_result(out: Path) -> TrainResult:
+    res = read_json(out / "result.json")
+    return TrainResult(
+        metrics=res["metrics"], early_stop_epoch=res["early_stop_epoch"], convergence_epoch=res["convergence_epoch"],
+        early_stop_dir=out / "early_stop" if (out / "early_stop").exists() else None,
+        convergence_dir=out / "convergence" if (out / "convergence").exists() else None,
+    )

@@ -1,0 +1,267 @@
+"""The multiple-choice consistency probe (prompts, letter ids for two kinds of tokenizer, batched
+letter logits against a direct forward), the knowledge-consistency measure, and the Harmonious /
+Incompatible / Self-aligning training sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from knowtune.curate.consistency_sets import consistency_sets, evaluation_sets, mixtures, training_prompt
+from knowtune.data.multiple_choice import MCDataset, MCQuestion, builtin_mc
+from knowtune.errors import ConfigError, KnowtuneError
+from knowtune.probe.engine import common_prefix_len
+from knowtune.probe.consistency import (
+    MCPrediction, answer_inputs, build_mc_prompt, choose_exemplars, dense_ranks, knowledge_consistency,
+    letter_logits, mc_prompts, mc_summary, probe_mc, rank_correlation,
+)
+
+CORPUS = [
+    "The following are multiple choice questions (with answers) about capitals.\n\n"
+    "What is the capital of France?\nA. Paris\nB. Lyon\nC. Nice\nD. Lille\nAnswer: A\n\n",
+    "Which symbol stands for gold?\nA. Ag\nB. Au\nC. Fe\nD. Cu\nAnswer: B\n\nAnswer: C\n\nAnswer: D\n\n",
+] * 20
+
+
+def _tokenizer(separate_space: bool):
+    """Byte-level BPE where " A" is one token, or where every space is a token of its own."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not separate_space)
+    isolate_spaces = pre_tokenizers.Split(" ", behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([isolate_spaces, byte_level]) if separate_space else byte_level
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+
+@pytest.fixture(scope="module", params=["merged", "separate"])
+def kind_tok_model(request):
+    tok = _tokenizer(request.param == "separate")
+    return request.param, tok, make_tiny_model(tok, seed=1, sharpness=30.0)
+
+
+def _q(i: int, subject: str = "geo", domain: str = "d1", split: str = "test", answer: int = 0) -> MCQuestion:
+    return MCQuestion(f"{subject}/{split}/{i}", subject, domain, f"Question {i} about {subject}?",
+                      (f"opt{i}a", f"opt{i}b", "Paris", "Lyon"), answer, split)
+
+
+def _dataset() -> MCDataset:
+    qs = [_q(i, s, d, split, answer=i % 4) for s, d in [("geo", "d1"), ("chem", "d1"), ("hist", "d2")]
+          for split, n in [("dev", 6), ("test", 5)] for i in range(n)]
+    return MCDataset("toy", qs, exemplar_split="dev", topics={"geo": "geography"})
+
+
+def test_prompt_format():
+    e, q = _q(0, answer=1), _q(1)
+    assert build_mc_prompt([e], q, "geography") == (
+        "The following are multiple choice questions (with answers) about geography.\n\n"
+        "Question 0 about geo?\nA. opt0a\nB. opt0b\nC. Paris\nD. Lyon\nAnswer: B\n\n"
+        "Question 1 about geo?\nA. opt1a\nB. opt1b\nC. Paris\nD. Lyon\nAnswer:"
+    )
+    data = _dataset()
+    zero_shot = mc_prompts(data, [_q(1, "high_school_x")], k_shot=0)[0]
+    assert zero_shot.startswith("The following are multiple choice questions (with answers) about high school x.\n\n")
+    assert zero_shot.endswith("\nAnswer:") and "Answer: " not in zero_shot
+
+
+def test_exemplars_same_subject_deterministic_never_the_question():
+    data = _dataset()
+    pool = data.split("dev")
+    geo = [e for e in pool if e.subject == "geo"]
+    q = data.split("test")[0]
+    a = choose_exemplars(geo, q, 5, seed=0)
+    assert a == choose_exemplars(geo, q, 5, seed=0) and len({e.id for e in a}) == 5
+    assert all(e.subject == "geo" for e in a)
+    assert any(choose_exemplars(geo, q, 5, seed=s) != a for s in range(1, 6))
+    inside = geo[2]  # probing an exemplar: it must not demonstrate itself
+    assert inside not in choose_exemplars(geo, inside, 5, seed=0)
+    with pytest.raises(ConfigError, match="needs k=6"):
+        choose_exemplars(geo, inside, 6, seed=0)
+
+
+def test_letter_ids_for_both_tokenizer_kinds(kind_tok_model):
+    kind, tok, _ = kind_tok_model
+    prompt = build_mc_prompt([], _q(0), "geo")
+    stems, letters = answer_inputs(tok, [prompt])
+    if kind == "merged":  # " A" is one token: the model reads the prompt as is
+        assert tok.convert_ids_to_tokens(letters[0]) == ["ĠA", "ĠB", "ĠC", "ĠD"]
+        assert stems[0] == tok(prompt)["input_ids"]
+    else:  # the space is its own token: it becomes the last token the model reads
+        assert tok.convert_ids_to_tokens(letters[0]) == ["A", "B", "C", "D"]
+        assert stems[0] == tok(prompt)["input_ids"] + [tok.convert_tokens_to_ids("Ġ")]
+
+
+def test_unscorable_tokenizer_is_refused(tiny_tokenizer):
+    class AppendsEos:
+        def __call__(self, texts):
+            return {"input_ids": [tiny_tokenizer(t)["input_ids"] + [tiny_tokenizer.eos_token_id] for t in texts]}
+
+    with pytest.raises(KnowtuneError, match="cannot score the option letters"):
+        answer_inputs(AppendsEos(), ["Q?\nAnswer:"])
+
+
+def _direct(model, tok, kind: str, prompt: str) -> np.ndarray:
+    """Letter logits from a plain unpadded forward, with the letter tokens named explicitly."""
+    ids = tok(prompt)["input_ids"]
+    if kind == "merged":
+        letters = tok.convert_tokens_to_ids(["ĠA", "ĠB", "ĠC", "ĠD"])
+    else:
+        ids = ids + [tok.convert_tokens_to_ids("Ġ")]
+        letters = tok.convert_tokens_to_ids(["A", "B", "C", "D"])
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    return logits[letters].double().numpy()
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_batched_letter_logits_match_direct_forward(kind_tok_model, batch_size):
+    kind, tok, model = kind_tok_model
+    data = _dataset()
+    questions = data.split("test")
+    prompts = mc_prompts(data, questions, k_shot=2, seed=0)
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) > 1  # batches really are padded
+    stems, _ = answer_inputs(tok, prompts)
+    assert common_prefix_len(stems[0], stems[1]) > 40  # ... and share a cached k-shot prefix
+    got = letter_logits(model, tok, prompts, batch_size=batch_size)
+    want = np.stack([_direct(model, tok, kind, p) for p in prompts])
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_probe_predictions(kind_tok_model):
+    _, tok, model = kind_tok_model
+    data = _dataset()
+    questions = data.split("test")
+    preds = probe_mc(model, tok, data, questions, k_shot=3, seed=0, batch_size=4)
+    logits = letter_logits(model, tok, mc_prompts(data, questions, 3, 0))
+    for p, q, row in zip(preds, questions, logits):
+        assert p.question == q and p.pred == int(np.argmax(row))
+        assert abs(sum(p.probs) - 1) < 1e-9 and p.pred_prob == max(p.probs)
+        softmax = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        np.testing.assert_allclose(p.probs, softmax, atol=1e-6)  # batches of 4 vs 8: padding moves the last digits
+        assert p.correct == (p.pred == q.answer)
+        assert MCPrediction.from_dict(p.to_dict()) == p
+    summary = mc_summary(preds)
+    assert summary["overall"]["n"] == len(questions) and summary["chance"] == 0.25
+    assert set(summary["domains"]) == {"d1", "d2"} and sum(summary["predicted_letters"].values()) == len(preds)
+
+
+def test_dense_ranks_and_rank_correlation():
+    assert dense_ranks([0.1, 0.6, 0.2, 0.1]).tolist() == [3, 1, 2, 3]
+    assert rank_correlation([0.4, 0.3, 0.2, 0.1], [0.7, 0.2, 0.06, 0.04]) == pytest.approx(1.0)
+    assert rank_correlation([0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(-1.0)
+    assert rank_correlation([0.25] * 4, [0.4, 0.3, 0.2, 0.1]) == 0.0
+    # Ren et al.'s code: Pearson r of the dense ranks [1,2,3,4] and [2,1,3,3]
+    want = np.corrcoef([1, 2, 3, 4], [2, 1, 3, 3])[0, 1]
+    assert rank_correlation([0.4, 0.3, 0.2, 0.1], [0.3, 0.5, 0.1, 0.1]) == pytest.approx(want)
+
+
+def _pred(q: MCQuestion, probs) -> MCPrediction:
+    return MCPrediction(q, int(np.argmax(probs)), tuple(probs))
+
+
+def test_knowledge_consistency():
+    qs = [_q(i) for i in range(3)]
+    before = [_pred(q, p) for q, p in zip(qs, [(0.7, 0.1, 0.1, 0.1), (0.4, 0.3, 0.2, 0.1), (0.1, 0.2, 0.3, 0.4)])]
+    same = knowledge_consistency(before, before)
+    assert same == {"n": 3, "rank_correlation": pytest.approx(1.0), "kl_divergence": pytest.approx(0.0),
+                    "same_prediction": 1.0}
+    after = [_pred(qs[1], (0.1, 0.2, 0.3, 0.4)), _pred(qs[2], (0.1, 0.2, 0.3, 0.4))]
+    got = knowledge_consistency(before, after)
+    assert got["n"] == 2 and got["rank_correlation"] == pytest.approx(0.0) and got["same_prediction"] == 0.5
+    assert got["kl_divergence"] > 0
+    with pytest.raises(KnowtuneError, match="not probed before"):
+        knowledge_consistency(before[:1], after)
+
+
+def _probe_results() -> tuple[list[MCPrediction], MCDataset]:
+    """Hand-made base-model results: 10 right, 6 wrong (each wrong one picks (gold + 1) % 4)."""
+    qs = [_q(i, "geo", answer=i % 4) for i in range(16)]
+    preds = [MCPrediction(q, q.answer if i < 10 else (q.answer + 1) % 4, (0.25,) * 4) for i, q in enumerate(qs)]
+    return preds, MCDataset("toy", qs, exemplar_split=None, topics={"geo": "geography"})
+
+
+def test_consistency_sets_sizes_and_labels():
+    preds, data = _probe_results()
+    sets = consistency_sets(preds, data, seed=0)
+    assert {k: len(v) for k, v in sets.items()} == {"harmonious": 6, "incompatible": 6, "self_aligning": 6}
+    by_id = {p.question.id: p for p in preds}
+    for ex in sets["harmonious"]:
+        assert by_id[ex.id].correct and ex.label == ex.gold and ex.label_source == "gold"
+    for ex in sets["incompatible"]:
+        assert not by_id[ex.id].correct and ex.label == ex.gold and ex.label_source == "gold"
+    for ex in sets["self_aligning"]:
+        assert ex.label == by_id[ex.id].pred != ex.gold and ex.label_source == "model"
+    assert [e.id for e in sets["self_aligning"]] == [e.id for e in sets["incompatible"]]  # the same questions
+    ex = sets["self_aligning"][0]
+    q = by_id[ex.id].question
+    assert ex.prompt == training_prompt(q, "geography") and ex.prompt.endswith("\nD. Lyon\nAnswer:")
+    assert ex.target == " " + "ABCD"[ex.label]
+    # deterministic from the seed, whatever order the results come in; a size below the maximum down-samples
+    assert consistency_sets(list(reversed(preds)), data, seed=0) == sets
+    assert consistency_sets(preds, data, seed=1)["harmonious"] != sets["harmonious"]
+    assert all(len(v) == 4 for v in consistency_sets(preds, data, size=4).values())
+    with pytest.raises(ConfigError, match="1 to 6"):
+        consistency_sets(preds, data, size=7)
+
+
+def test_empty_sets_are_an_error():
+    preds, data = _probe_results()
+    right = [p for p in preds if p.correct]
+    wrong = [p for p in preds if not p.correct]
+    with pytest.raises(KnowtuneError, match="answered all 10 questions correctly"):
+        consistency_sets(right, data)
+    with pytest.raises(KnowtuneError, match="harmonious set is empty.*none of the 6"):
+        consistency_sets(wrong, data)
+    with pytest.raises(KnowtuneError, match="answered all 10"):
+        mixtures(right, data, [0.5])
+
+
+def test_mixtures_are_nested_and_span_incompatible_to_self_aligning():
+    preds, data = _probe_results()
+    sets = consistency_sets(preds, data)
+    mix = mixtures(preds, data, [0.0, 0.5, 1.0], seed=0)
+    assert [e.label for e in mix["self_aligned-0"]] == [e.label for e in sets["incompatible"]]
+    assert [e.label for e in mix["self_aligned-1"]] == [e.label for e in sets["self_aligning"]]
+    half = {e.id for e in mix["self_aligned-0.5"] if e.label_source == "model"}
+    assert len(half) == 3 and len(mix["self_aligned-0.5"]) == 6
+    more = {e.id for e in mixtures(preds, data, [0.84])["self_aligned-0.84"] if e.label_source == "model"}
+    assert half < more and len(more) == 5
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        mixtures(preds, data, [1.5])
+
+
+def test_evaluation_sets_on_the_builtin_set():
+    data = builtin_mc()
+    sets = evaluation_sets(data, ["P36"])
+    assert {q.subject for q in sets["homo"]} == {"P36"} and {q.subject for q in sets["id"]} == {"P36-US"}
+    assert {q.domain for q in sets["ood"]} == {"located-in", "names-and-symbols"}
+    assert all(q.split == "test" for qs in sets.values() for q in qs)
+    with pytest.raises(KnowtuneError, match="ID test set is empty"):
+        evaluation_sets(data, ["P36", "P36-US"])
+    with pytest.raises(ConfigError, match="unknown subjects"):
+        evaluation_sets(data, ["P999"])
+
+
+@pytest.mark.slow
+def test_real_model_letter_logits_match_direct_forward():
+    from knowtune.models import load_model
+
+    lm = load_model("builtin")
+    data = builtin_mc()
+    test = data.split("test")
+    questions = [q for q in test if q.subject == "P36"][:3] + [q for q in test if q.subject == "P246"][:1]
+    prompts = mc_prompts(data, questions, k_shot=5, seed=0)
+    got = letter_logits(lm.model, lm.tokenizer, prompts, batch_size=2)
+    letters = lm.tokenizer.convert_tokens_to_ids(["ĠA", "ĠB", "ĠC", "ĠD"])
+    for row, prompt in zip(got, prompts):
+        with torch.no_grad():
+            logits = lm.model(torch.tensor([lm.tokenizer(prompt)["input_ids"]]), logits_to_keep=1).logits[0, -1]
+        np.testing.assert_allclose(row, logits[letters].double().numpy(), atol=1e-3, rtol=1e-4)
