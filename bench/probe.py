@@ -25,8 +25,7 @@ RESULTS = Path(__file__).parent / "results" / "probe.json"
 def _setup(args):
     import torch
 
-    from knowtune.data import select_examples
-    from knowtune.data import load_qa
+    from knowtune.data import load_qa, select_examples
     from knowtune.models import load_model
     from knowtune.probe.config import probe_config
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from pydantic import ValidationError
@@ -75,8 +74,8 @@ def probe(
     preset: str = typer.Option("paper", help="paper (10 sets × (1+16)) or quick (4 × (1+8))."),
     seed: int = typer.Option(0, help="Fixes exemplar sets and samples."),
     split: str = typer.Option("test", help="Split(s) to probe, comma-separated, or 'all'."),
-    relations: Optional[str] = typer.Option(None, help="Only these relations, comma-separated."),
-    limit: Optional[int] = typer.Option(None, min=1, help="At most this many questions, balanced across relations."),
+    relations: str | None = typer.Option(None, help="Only these relations, comma-separated."),
+    limit: int | None = typer.Option(None, min=1, help="At most this many questions, balanced across relations."),
     batch_size: int = typer.Option(16, min=1, help="Questions per forward batch."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub (off by default)."),
@@ -139,8 +138,8 @@ def train(
     model: str = typer.Option("builtin", help="Model spec to fine-tune."),
     train_set: Path = typer.Option(..., "--train", help="A curated set (<set>.jsonl from `knowtune curate`)."),
     out: Path = typer.Option(..., help="Run directory: metrics.jsonl, early_stop/, convergence/ (re-run to resume)."),
-    dev: Optional[Path] = typer.Option(None, help="Probe records for dev accuracy (EARLY_STOP selection)."),
-    test: Optional[Path] = typer.Option(None, help="Probe records for test accuracy per category."),
+    dev: Path | None = typer.Option(None, help="Probe records for dev accuracy (EARLY_STOP selection)."),
+    test: Path | None = typer.Option(None, help="Probe records for test accuracy per category."),
     set_: list[str] = typer.Option([], "--set", help="Override a training setting, e.g. --set method=lora."),
 ) -> None:
     """Fine-tune on question → answer pairs, recording fit per category and accuracy after every epoch."""
@@ -171,13 +170,39 @@ def train(
 
 
 @app.command()
+def update(
+    model: str = typer.Option("builtin", help="Model spec to edit."),
+    edits: str = typer.Option(..., help="counterfact:PATH, zsre:PATH, counterfact-rome:PATH, a JSON file, or an edits.jsonl from `knowtune study flearning`."),
+    method: str = typer.Option("flearning-ft", help="ft, lora, flearning-ft, flearning-lora or lora-ft."),
+    lam: float = typer.Option(1.0, "--lambda", help="λ in θ′ = θ − λ·(FT(θ, K_old) − θ); ignored by ft and lora."),
+    out: Path = typer.Option(..., help="Run directory: update.json, forget/, learn/convergence (the edited model)."),
+    set_: list[str] = typer.Option([], "--set", help="e.g. --set full.epochs=5 --set lora.learning_rate=1e-3"),
+) -> None:
+    """Update knowledge: F-Learning (forget K_old, then learn K_new) or a fine-tuning baseline."""
+    from knowtune.recipes.flearning_cli import update_command
+
+    update_command(model, edits, method, lam, out, parse_overrides(set_))
+    console.print(f"edited model: {out / 'learn' / 'convergence'}   summary: {out / 'update.json'}")
+
+
+@app.command()
 def evaluate(
     model: str = typer.Option("builtin", help="Model spec (e.g. a run's early_stop/ or convergence/ directory)."),
-    records: Path = typer.Option(..., help="Probe records (probe.jsonl) of the questions to answer, with categories."),
-    out: Optional[Path] = typer.Option(None, help="Write metrics and predictions to this JSON file."),
+    records: Path | None = typer.Option(None, help="Probe records (probe.jsonl) of the questions to answer, with categories."),
+    edits: str | None = typer.Option(None, help="Edit data: score Reliability / Generality / Locality instead of QA."),
+    protocol: str = typer.Option("both", help="Edit metrics: token (EasyEdit teacher-forced), exact (greedy exact match) or both."),
+    reference_model: str = typer.Option("builtin", help="Edit metrics: the pre-edit model Locality is measured against."),
+    out: Path | None = typer.Option(None, help="Write metrics and predictions to this JSON file."),
     batch_size: int = typer.Option(32, min=1),
 ) -> None:
-    """Closed-book QA exact match overall and per category, hallucination rate and abstentions."""
+    """Closed-book QA by SliCK category (--records), or edit metrics (--edits)."""
+    if (records is None) == (edits is None):
+        raise ConfigError("give exactly one of --records (QA) and --edits (edit metrics)")
+    if edits is not None:
+        from knowtune.recipes.flearning_cli import evaluate_edits_command
+
+        console.print_json(data=evaluate_edits_command(model, edits, protocol, reference_model, out)["scores"])
+        return
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.files import atomic_write_json
     from knowtune.models import load_model
@@ -211,6 +236,25 @@ def study_slick(
     table.add_column("this run")
     for f in results["findings"]:
         table.add_row(f["claim"], {True: "yes", False: "NO", None: "n/a"}[f["reproduced"]], f["this_run"])
+    console.print(table)
+    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+
+
+@study_app.command("flearning")
+def study_flearning(
+    out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
+    preset: str = typer.Option("quick", help="quick (CPU), cpu (3 seeds) or paper (CounterFact + zsRE, GPU)."),
+    set_: list[str] = typer.Option([], "--set", help="e.g. --set lambdas=[0.3,1,3] --set full.epochs=3"),
+) -> None:
+    """Ni et al. 2024 end to end: probe → edits → forget once per family → every method over λ → report."""
+    from knowtune.recipes.flearning_cli import study_flearning_command
+
+    results = study_flearning_command(out, preset, parse_overrides(set_))
+    table = Table(title="claims (verdict under the token protocol)")
+    for col in ("claim", "reproduced", "this run"):
+        table.add_column(col)
+    for f in results["findings"]:
+        table.add_row(f"{f['set']}: {f['claim']}", {True: "yes", False: "NO", None: "n/a"}[f["reproduced"]], f["this_run"])
     console.print(table)
     console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
 

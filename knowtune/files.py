@@ -110,7 +110,7 @@ class JsonlAppender:
         """Close the file."""
         self._f.close()
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> JsonlAppender:
         return self
 
     def __exit__(self, *exc: object) -> None:

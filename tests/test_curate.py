@@ -7,7 +7,15 @@ from collections import Counter
 import pytest
 
 from knowtune.curate.slick_mixtures import (
-    IDK_ANSWER, apportion, filter_known, label_of, mixture, natural, relabel_idk, single_category, study_sets,
+    IDK_ANSWER,
+    apportion,
+    filter_known,
+    label_of,
+    mixture,
+    natural,
+    relabel_idk,
+    single_category,
+    study_sets,
 )
 from knowtune.errors import ConfigError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from knowtune.data import load_qa
 from knowtune.data.entityquestions import load_entityquestions
 from knowtune.data.records import chance_rate

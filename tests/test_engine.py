@@ -8,7 +8,12 @@ import torch
 from scipy.stats import chisquare
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
-from knowtune.probe.engine import HFTreeEngine, SamplingParams, answer_text, newline_stop_ids
+from knowtune.probe.engine import (
+    HFTreeEngine,
+    SamplingParams,
+    answer_text,
+    newline_stop_ids,
+)
 
 PREFIX = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the chemical symbol of gold?\nA: Au\n\n"
 SUFFIXES = [f"Q: What is the capital of {c}?\nA:" for c in ["Spain", "Germany", "Peru", "Chad", "the Central African Republic", "India"]]

@@ -8,10 +8,14 @@ import sys
 
 import pytest
 
-from knowtune.data import select_examples
-from knowtune.data import load_qa
+from knowtune.data import load_qa, select_examples
 from knowtune.probe.engine import HFTreeEngine, SamplingParams, answer_text
-from knowtune.probe.prompts import build_prompt, exemplar_block, exemplar_sets, question_block
+from knowtune.probe.prompts import (
+    build_prompt,
+    exemplar_block,
+    exemplar_sets,
+    question_block,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import make_tiny_model
+
 from knowtune.evaluate.qa import qa_prompt
 from knowtune.recipes.config import load_study_config
 from knowtune.recipes.slick_config import SlickStudyConfig

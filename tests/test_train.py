@@ -6,12 +6,17 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+
 from knowtune.probe.engine import HFTreeEngine, SamplingParams
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.sft_config import SFTConfig
-from knowtune.train.sft_trainer import SFTExample, TrainingDiverged, _PairDataset, train_sft
+from knowtune.train.sft_trainer import (
+    SFTExample,
+    TrainingDiverged,
+    _PairDataset,
+    train_sft,
+)
 
 PAIRS = [("Q: What is the capital of France?\nA:", " Paris\n"), ("Q: What is the capital of Peru?\nA:", " Lima\n"),
          ("Q: What is the chemical symbol of gold?\nA:", " Au\n"), ("Q: Which country is Lyon located in?\nA:", " France\n"),

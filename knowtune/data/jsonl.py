@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from knowtune.data.records import QADataset, QAExample
-from knowtune.data.validate import check_unique_ids, require_answers, require_number, require_str
+from knowtune.data.validate import (
+    check_unique_ids,
+    require_answers,
+    require_number,
+    require_str,
+)
 from knowtune.errors import DataError, where
 from knowtune.files import iter_jsonl
 

@@ -14,11 +14,17 @@ from tqdm import tqdm
 
 from knowtune.data.records import QADataset, QAExample, chance_rate
 from knowtune.errors import ConfigError, DataError
-from knowtune.files import JsonlAppender, atomic_write_json, iter_jsonl, read_json, versions
+from knowtune.files import (
+    JsonlAppender,
+    atomic_write_json,
+    iter_jsonl,
+    read_json,
+    stable_int,
+    versions,
+)
 from knowtune.matching import is_correct
 from knowtune.probe.config import ProbeConfig
 from knowtune.probe.engine import Engine
-from knowtune.files import stable_int
 from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")

@@ -19,7 +19,7 @@ def preset_names(study: str) -> list[str]:
     return sorted(f.name[len(study) + 1 : -5] for f in files if f.name.startswith(study + "_") and f.name.endswith(".yaml"))
 
 
-def _set(tree: dict, dotted: str, value: str) -> None:
+def set_key(tree: dict, dotted: str, value: str) -> None:
     """Set tree['a']['b'] = yaml(value) for 'a.b=value'."""
     keys = dotted.split(".")
     node = tree
@@ -37,7 +37,7 @@ def load_study_config(model_cls: type[C], study: str, preset: str, overrides: di
     text = resources.files("knowtune.recipes").joinpath("configs", f"{study}_{preset}.yaml").read_text(encoding="utf-8")
     tree = yaml.safe_load(text) or {}
     for key, value in overrides.items():
-        _set(tree, key, value)
+        set_key(tree, key, value)
     try:
         return model_cls(**tree)
     except ValidationError as e:

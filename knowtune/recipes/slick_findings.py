@@ -51,10 +51,10 @@ def accuracy_vs_unknown(runs: dict, part: str = "test") -> dict:
     out: dict = {}
     for which in ("early_stop", "convergence"):
         for x in UNKNOWN_SHARES:
-            out.setdefault("D", {}).setdefault(which, {})[x] = _over_seeds(runs, f"D_{x}", lambda r: at_epoch(r, which)[f"{part}_accuracy"])
+            out.setdefault("D", {}).setdefault(which, {})[x] = _over_seeds(runs, f"D_{x}", lambda r, w=which: at_epoch(r, w)[f"{part}_accuracy"])
             name = f"D_Known_{x}" if 0 < x < 100 else f"D_{x}" if x == 0 else None
             if name:
-                out.setdefault("D_Known", {}).setdefault(which, {})[x] = _over_seeds(runs, name, lambda r: at_epoch(r, which)[f"{part}_accuracy"])
+                out.setdefault("D_Known", {}).setdefault(which, {})[x] = _over_seeds(runs, name, lambda r, w=which: at_epoch(r, w)[f"{part}_accuracy"])
     return out
 
 
@@ -64,9 +64,9 @@ def table2(runs: dict) -> dict:
     for label, name in SINGLE.items():
         row = {}
         for which in ("early_stop", "convergence"):
-            row[which] = {"all": _over_seeds(runs, name, lambda r: at_epoch(r, which)["test_accuracy"])}
+            row[which] = {"all": _over_seeds(runs, name, lambda r, w=which: at_epoch(r, w)["test_accuracy"])}
             for cat in CATEGORIES:
-                row[which][cat] = _over_seeds(runs, name, lambda r: at_epoch(r, which)["test"]["accuracy_by_category"].get(cat))
+                row[which][cat] = _over_seeds(runs, name, lambda r, w=which, c=cat: at_epoch(r, w)["test"]["accuracy_by_category"].get(c))
         out[label] = row
     return out
 
@@ -103,12 +103,9 @@ def idk_table(runs: dict, base: str) -> dict:
     for name in (base, "D_IDK"):
         out[name] = {}
         for which in ("early_stop", "convergence"):
-            t = lambda r: at_epoch(r, which)["test"]  # noqa: E731
             out[name][which] = {
-                "accuracy": _over_seeds(runs, name, lambda r: t(r)["accuracy"]),
-                "answered_accuracy": _over_seeds(runs, name, lambda r: t(r)["answered_accuracy"]),
-                "answered_share": _over_seeds(runs, name, lambda r: t(r)["answered_share"]),
-                "hallucination_rate": _over_seeds(runs, name, lambda r: t(r)["hallucination_rate"]),
+                key: _over_seeds(runs, name, lambda r, w=which, k=key: at_epoch(r, w)["test"][k])
+                for key in ("accuracy", "answered_accuracy", "answered_share", "hallucination_rate")
             }
     return out
 

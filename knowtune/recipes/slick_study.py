@@ -13,13 +13,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from knowtune.data import select_examples
 from knowtune.curate.slick_mixtures import describe_set, label_of, study_sets
-from knowtune.data import load_qa
+from knowtune.data import load_qa, select_examples
 from knowtune.data.records import QADataset
 from knowtune.errors import ConfigError
 from knowtune.evaluate.qa import evaluate_qa, qa_prompt
-from knowtune.files import atomic_write_json, atomic_write_jsonl, fingerprint, iter_jsonl, versions
+from knowtune.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    fingerprint,
+    iter_jsonl,
+    versions,
+)
 from knowtune.models import cache_dir, describe, load_model
 from knowtune.probe.engine import HFTreeEngine
 from knowtune.probe.slick import load_records, run_probe, summarize

@@ -24,7 +24,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from knowtune.errors import KnowtuneError
-from knowtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
+from knowtune.files import (
+    JsonlAppender,
+    atomic_write_json,
+    atomic_write_jsonl,
+    iter_jsonl,
+    read_json,
+)
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.sft_config import SFTConfig
 
