@@ -259,6 +259,33 @@ def study_flearning(
     console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
 
 
+@study_app.command("self-align")
+def study_self_align(
+    out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
+    preset: str = typer.Option("quick", help="quick (CPU), cpu (3 seeds) or mmlu (GPU)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.method=lora."),
+) -> None:
+    """Ren et al. 2024 end to end: probe → harmonious / incompatible / self-aligning → fine-tune → HOMO / ID / OOD → report."""
+    from knowtune.recipes.selfalign_cli import study_selfalign_command
+
+    study_selfalign_command(out, preset, parse_overrides(set_))
+    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+
+
+@app.command("probe-mc")
+def probe_mc(
+    model: str = typer.Option("builtin", help="'builtin', a hub id, a local HF directory or a .gguf file."),
+    data: str = typer.Option("builtin", help="'builtin', an MMLU CSV file or directory, or hf:cais/mmlu."),
+    out: Path = typer.Option(..., help="Directory for predictions.jsonl and summary.json."),
+    k_shot: int = typer.Option(5, min=0, help="Exemplars per prompt."),
+    seed: int = typer.Option(0, help="Fixes the exemplars."),
+) -> None:
+    """Multiple-choice letter-logit probe on the test split: accuracy per domain and subject, against chance."""
+    from knowtune.recipes.selfalign_cli import probe_mc_command
+
+    probe_mc_command(model, data, out, k_shot, seed)
+
+
 @data_app.command("list")
 def data_list() -> None:
     """List the dataset loaders and what each spec looks like."""

@@ -15,7 +15,7 @@ from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.probe.engine import common_prefix_len
 from knowtune.probe.consistency import (
     MCPrediction, answer_inputs, build_mc_prompt, choose_exemplars, dense_ranks, knowledge_consistency,
-    letter_logits, mc_prompts, mc_summary, probe_mc, rank_correlation,
+    letter_logits, mc_prompts, mc_summary, prefix_batches, probe_mc, rank_correlation,
 )
 
 CORPUS = [
@@ -133,6 +133,19 @@ def test_batched_letter_logits_match_direct_forward(kind_tok_model, batch_size):
     got = letter_logits(model, tok, prompts, batch_size=batch_size)
     want = np.stack([_direct(model, tok, kind, p) for p in prompts])
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_prefix_batches_never_straddle_two_subjects_exemplars(kind_tok_model):
+    _, tok, _ = kind_tok_model
+    data = _dataset()
+    questions = data.split("test")  # 3 subjects × 5 questions, each subject with its own header and exemplars
+    stems, _ = answer_inputs(tok, mc_prompts(data, questions, k_shot=2, seed=0))
+    batches = prefix_batches(stems, batch_size=4)
+    assert sorted(i for b in batches for i in b) == list(range(len(questions)))
+    assert all(len({questions[i].subject for i in b}) == 1 for b in batches)
+    assert sorted(map(len, batches)) == [1, 1, 1, 4, 4, 4]
+    zero_shot, _ = answer_inputs(tok, mc_prompts(data, questions, k_shot=0))
+    assert len(prefix_batches(zero_shot, batch_size=16)) <= 3  # short prompts still batch
 
 
 def test_probe_predictions(kind_tok_model):

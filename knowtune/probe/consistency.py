@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -118,19 +119,33 @@ def _last_logits(model, seqs: list[list[int]], pad: int) -> torch.Tensor:
     ).logits[:, -1, :]
 
 
+def prefix_batches(stems: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices in token order, cut into batches of at most `batch_size` that do not straddle two k-shot
+    prefixes. In token order each prefix's rows are contiguous; a row opens a new prefix when it shares
+    less than half as many tokens with the row before it as with the row after it (the first question of
+    the next subject shares a few header words with the previous subject and its exemplars with the next row)."""
+    order = sorted(range(len(stems)), key=lambda i: stems[i])
+    shared_before = [0] + [common_prefix_len(stems[a], stems[b]) for a, b in pairwise(order)]
+    batches: list[list[int]] = []
+    for pos, i in enumerate(order):
+        opens_prefix = pos + 1 < len(order) and 2 * shared_before[pos] < shared_before[pos + 1]
+        if not batches or len(batches[-1]) == batch_size or opens_prefix:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 @torch.inference_mode()
 def letter_logits(model, tokenizer, prompts: list[str], batch_size: int = 8, progress: bool = False) -> np.ndarray:
     """The four option letters' next-token logits after each prompt, shape (len(prompts), 4).
-    Prompts are sorted by their tokens so that those sharing a k-shot prefix share batches (and its KV cache)."""
+    Prompts sharing a k-shot prefix share batches (and its KV cache); see `prefix_batches`."""
     stems, letter_ids = answer_inputs(tokenizer, prompts)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and stems and max(map(len, stems)) > limit:
         raise ConfigError(f"a prompt has {max(map(len, stems))} tokens, more than the model's {limit}; use fewer shots")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros((len(prompts), len(LETTERS)))
-    order = sorted(range(len(prompts)), key=lambda i: stems[i])
-    for start in tqdm(range(0, len(order), batch_size), desc="mc probe", disable=not progress):
-        rows = order[start : start + batch_size]
+    for rows in tqdm(prefix_batches(stems, batch_size), desc="mc probe", disable=not progress):
         logits = _last_logits(model, [stems[i] for i in rows], pad).double()
         picked = logits.gather(1, torch.tensor([letter_ids[i] for i in rows], device=logits.device))
         out[rows] = picked.cpu().numpy()

@@ -1,0 +1,62 @@
+"""Multiple-choice evaluation with the consistency probe's own protocol (k-shot prompt, argmax over the
+option letters' next-token logits), on named test sets (HOMO / ID / OOD / dev), compared with the base model.
+
+`chance_check` says whether a model is above chance in a way that a letter preference cannot explain:
+a one-sided exact binomial test against 1/4, beside the accuracy of always answering the most common
+gold letter (a model that always says "C" scores the share of C answers, which can exceed 1/4).
+"""
+
+from __future__ import annotations
+
+from math import exp, lgamma, log
+
+from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion
+from knowtune.probe.consistency import CHANCE, MCPrediction, knowledge_consistency, mc_summary, probe_mc
+
+
+def binomial_tail(k: int, n: int, p: float = CHANCE) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of k correct answers out of n."""
+    # Terms in log space: comb(n, i) overflows a float for the n of a full MMLU split.
+    def log_term(i: int) -> float:
+        return lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) + i * log(p) + (n - i) * log(1 - p)
+
+    return min(1.0, sum(exp(log_term(i)) for i in range(max(k, 0), n + 1)))
+
+
+def chance_check(preds: list[MCPrediction], alpha: float = 0.05) -> dict:
+    """Accuracy against chance: binomial p-value vs 1/4, the letters predicted, and the best constant-letter score."""
+    n = len(preds)
+    k = sum(p.correct for p in preds)
+    gold = {L: sum(p.question.answer == i for p in preds) for i, L in enumerate(LETTERS)}
+    best = max(gold, key=lambda L: gold[L])
+    p_value = binomial_tail(k, n) if n else 1.0
+    return {
+        "n": n, "accuracy": k / n if n else 0.0, "chance": CHANCE, "p_value": p_value,
+        "above_chance": bool(n and p_value < alpha),
+        "predicted_letters": {L: sum(p.pred == i for p in preds) for i, L in enumerate(LETTERS)},
+        "gold_letters": gold, "best_constant_letter": best, "best_constant_accuracy": gold[best] / n if n else 0.0,
+    }
+
+
+def evaluate_parts(
+    model, tokenizer, data: MCDataset, parts: dict[str, list[MCQuestion]], k_shot: int = 5, seed: int = 0,
+    batch_size: int = 16, base: dict[str, list[MCPrediction]] | None = None,
+) -> tuple[dict[str, dict], dict[str, list[MCPrediction]]]:
+    """Probe every part in one batched pass; per part the accuracy and predicted letters, and with `base`
+    (the base model's predictions on the same questions) the change in accuracy and the knowledge consistency."""
+    questions = [q for qs in parts.values() for q in qs]
+    preds = probe_mc(model, tokenizer, data, questions, k_shot, seed, batch_size)
+    by_part: dict[str, list[MCPrediction]] = {}
+    start = 0
+    for name, qs in parts.items():
+        by_part[name] = preds[start : start + len(qs)]
+        start += len(qs)
+    metrics = {}
+    for name, ps in by_part.items():
+        summary = mc_summary(ps)
+        row = {"n": len(ps), "accuracy": summary["overall"]["accuracy"], "predicted_letters": summary["predicted_letters"]}
+        if base is not None and name in base:
+            row["change"] = row["accuracy"] - mc_summary(base[name])["overall"]["accuracy"]
+            row["consistency"] = knowledge_consistency(base[name], ps)
+        metrics[name] = row
+    return metrics, by_part
