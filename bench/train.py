@@ -63,7 +63,7 @@ def _knowtune(args, queue):
     res = train_sft(lm.model, lm.tokenizer, examples, sft, Path(args.workdir) / "knowtune", evaluate, "accuracy", progress=False)
     total = time.perf_counter() - start
     t0 = time.perf_counter()  # the fit check once more, alone, to price it against the epoch's training
-    fit = teacher_forced_fit(res.model, lm.tokenizer, [(e.prompt, e.target) for e in examples], sft.eval_batch_size)
+    fit = teacher_forced_fit(res.model, lm.tokenizer, [(e.prompt, e.target) for e in examples])
     fit_s = time.perf_counter() - t0
     queue.put({"seconds": total, "fit_s": fit_s, "eval_s": timing["eval_s"], "fit": sum(fit) / len(fit),
                "accuracy": res.metrics[-1]["accuracy"], "train_s": total - fit_s - timing["eval_s"]})

@@ -16,6 +16,7 @@ No library offers exact tree sampling over a shared KV cache, hence this hand-wr
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,12 +71,18 @@ class Engine(Protocol):
         ...
 
 
-def newline_stop_ids(tokenizer) -> set[int]:
-    """Every vocab id whose text contains a newline, plus EOS: few-shot answers end with '\\n'."""
-    ids = {i for tok, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([tok])}
-    eos = tokenizer.eos_token_id
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return ids
+_STOP_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def newline_stop_ids(tokenizer) -> frozenset[int]:
+    """Every vocab id whose text contains a newline, plus EOS: few-shot answers end with '\\n'.
+    Cached per tokenizer: decoding the whole vocabulary takes about a second."""
+    if tokenizer not in _STOP_IDS:
+        ids = {i for tok, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([tok])}
+        eos = tokenizer.eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        _STOP_IDS[tokenizer] = frozenset(ids)
+    return _STOP_IDS[tokenizer]
 
 
 def answer_text(tokenizer, ids: list[int]) -> str:

@@ -3,20 +3,25 @@ teacher forcing, the argmax at every label position is the label token and then 
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from knowtune.probe.engine import newline_stop_ids
 
 
-def clean_stop_ids(tokenizer) -> set[int]:
+_CLEAN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def clean_stop_ids(tokenizer) -> frozenset[int]:
     """Stop tokens with nothing but whitespace before their newline (and EOS): generating one of
-    them ends the answer without adding text to it."""
-    ids = set()
-    for i in newline_stop_ids(tokenizer):
-        text = tokenizer.decode([i])
-        if "\n" not in text or not text.split("\n")[0].strip():
-            ids.add(i)
-    return ids
+    them ends the answer without adding text to it. Cached per tokenizer."""
+    if tokenizer not in _CLEAN:
+        _CLEAN[tokenizer] = frozenset(
+            i for i in newline_stop_ids(tokenizer)
+            if "\n" not in (text := tokenizer.decode([i])) or not text.split("\n")[0].strip()
+        )
+    return _CLEAN[tokenizer]
 
 
 def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:
@@ -31,15 +36,18 @@ def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:
 
 
 @torch.inference_mode()
-def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 32) -> list[bool]:
+def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[bool]:
     """For each (prompt, target ending in a newline): does greedy decoding reproduce the target?"""
     stops = torch.tensor(sorted(clean_stop_ids(tokenizer)))
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id or 0
     encoded = [encode_pair(tokenizer, p, t) for p, t in pairs]
-    out: list[bool] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
+    # Batches of similar length waste less compute on padding; results go back in input order.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    out: list[bool] = [False] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        chunk = [encoded[i] for i in rows]
         width = max(len(ids) for ids, _ in chunk)
         n_label = max(len(ids) - s for ids, s in chunk)
         # Left padding puts every sequence's end in the last column, so only the last n_label + 1
@@ -59,5 +67,5 @@ def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_siz
             ok = bool((guess[:-1] == label[:-1]).all())
             last = int(guess[-1])
             ok = ok and (last == int(label[-1]) or (int(label[-1]) in stops and last in stops))
-            out.append(ok)
+            out[rows[b]] = ok
     return out

@@ -155,7 +155,7 @@ class _Run:
         losses = self.trainer.epoch_losses
         row = {"epoch": epoch, "train_loss": sum(losses) / len(losses) if losses else None}
         self.trainer.epoch_losses = []
-        fit = teacher_forced_fit(model, self.tok, [(e.prompt, e.target) for e in self.examples], self.cfg.eval_batch_size)
+        fit = teacher_forced_fit(model, self.tok, [(e.prompt, e.target) for e in self.examples])
         by_group: dict[str, list[bool]] = defaultdict(list)
         for ex, ok in zip(self.examples, fit):
             by_group[ex.group].append(ok)
