@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import resource
 import sys
 import time
 from pathlib import Path
+
+from common import run_in_process  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 RESULTS = Path(__file__).parent / "results" / "probe.json"
 
@@ -92,16 +93,6 @@ def _baseline(args, queue):
                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20})
 
 
-def _run(target, args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="builtin")
@@ -113,8 +104,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
 
-    kt = _run(_knowtune, args)
-    base = _run(_baseline, args)
+    kt = run_in_process(_knowtune, args)
+    base = run_in_process(_baseline, args)
     n = args.questions
     same = sum(a == b for q in kt["greedy"] for a, b in zip(kt["greedy"][q], base["greedy"][q]))
     total = sum(len(v) for v in kt["greedy"].values())

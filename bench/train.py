@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
+
+from common import run_in_process  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
 
@@ -113,16 +114,6 @@ def _baseline(args, queue):
     queue.put(out)
 
 
-def _run(target, args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     import tempfile
 
@@ -132,8 +123,8 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         args.workdir = tmp
-        kt = _run(_knowtune, args)
-        base = _run(_baseline, args)
+        kt = run_in_process(_knowtune, args)
+        base = run_in_process(_baseline, args)
     result = {
         "command": " ".join(["python", "bench/train.py", *sys.argv[1:]]),
         "baseline_s": round(base["seconds"], 2), "knowtune_s": round(kt["seconds"], 2),

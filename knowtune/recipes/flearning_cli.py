@@ -12,7 +12,7 @@ from knowtune.data.edit_records import resolve_edits
 from knowtune.errors import ConfigError
 from knowtune.evaluate.edit_metrics import PROTOCOLS, edit_scores, pre_edit_reference
 from knowtune.files import atomic_write_json
-from knowtune.recipes.config import set_key, load_study_config
+from knowtune.recipes.config import load_study_config, set_key
 from knowtune.recipes.flearning_config import FLearningStudyConfig
 from knowtune.recipes.flearning_study import run_flearning_study
 from knowtune.update.flearning import run_update

@@ -42,10 +42,10 @@ from knowtune.files import (
     stable_int,
     versions,
 )
-from knowtune.models import LoadedModel, cache_dir, describe, load_model
-from knowtune.probe.engine import HFTreeEngine
+from knowtune.models import LoadedModel, describe, load_model
 from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block
-from knowtune.probe.slick import load_records, run_probe, summarize
+from knowtune.probe.slick import summarize
+from knowtune.recipes.common import cached_probe
 from knowtune.recipes.flearning_config import FLearningStudyConfig
 from knowtune.recipes.flearning_findings import analyse, run_name
 from knowtune.recipes.flearning_report import write_report
@@ -62,14 +62,7 @@ METRICS = ("reliability", "generality", "locality")
 def known_facts(cfg: FLearningStudyConfig, data: QADataset, lm: LoadedModel) -> tuple[list[str], dict]:
     """Probe the relations' questions (cached) and return the ids in `cfg.known` categories and the summary."""
     examples = select_examples(data, "all", ",".join(cfg.relations), cfg.probe_pool)
-    key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "probe": cfg.probe.model_dump(),
-                       "ids": sorted(e.id for e in examples)})
-    out = cache_dir() / "probes" / key
-    if not (out / "summary.json").exists():
-        console.print(f"probing {len(examples)} questions → {out}")
-        run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=cfg.batch_size), data, examples, cfg.probe, out, describe(lm))
-    wanted = {e.id for e in examples}
-    records = [r for r in load_records(out / "probe.jsonl") if r["id"] in wanted]
+    records = list(cached_probe(lm, data, examples, cfg.probe, cfg.batch_size).values())
     return [r["id"] for r in records if r["category"] in cfg.known], summarize(records, data)
 
 

@@ -18,17 +18,31 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from knowtune.curate.consistency_sets import ConsistencyExample, consistency_sets, evaluation_sets, mixtures
+from knowtune.curate.consistency_sets import (
+    ConsistencyExample,
+    consistency_sets,
+    evaluation_sets,
+    mixtures,
+)
 from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion, load_mc
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.evaluate.multiple_choice import chance_check, evaluate_parts
-from knowtune.files import atomic_write_json, atomic_write_jsonl, fingerprint, iter_jsonl, read_json, stable_int, versions
+from knowtune.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    fingerprint,
+    iter_jsonl,
+    read_json,
+    stable_int,
+    versions,
+)
 from knowtune.models import describe, load_model
 from knowtune.probe.consistency import MCPrediction, probe_mc
+from knowtune.recipes.common import train_variant
 from knowtune.recipes.selfalign_config import SelfAlignStudyConfig
 from knowtune.recipes.selfalign_findings import analyse
 from knowtune.recipes.selfalign_report import write_report
-from knowtune.train.sft_trainer import SFTExample, TrainingDiverged, train_sft
+from knowtune.train.sft_trainer import SFTExample
 
 console = Console(stderr=True)
 
@@ -171,17 +185,9 @@ def run_selfalign_study(cfg: SelfAlignStudyConfig, out: str | Path, progress: bo
             console.print(f"[{done}/{total}] seed {seed} {name}: {len(rows)} examples, labels {labels}")
             examples = [SFTExample(r.id, r.prompt, r.target, r.label_source) for r in rows]
             evaluate = _evaluator(cfg, data, lm.tokenizer, eval_parts, base, run_dir)
-            model = load_model(cfg.model).model  # every set starts from the base weights
             # EARLY_STOP is the best dev epoch; with no dev set it is the last epoch (never picked on a test set).
-            try:
-                result = train_sft(model, lm.tokenizer, examples, cfg.train.model_copy(update={"seed": seed}), run_dir,
-                                   evaluate, "dev_accuracy", progress)
-                runs[seed][name] = {"metrics": result.metrics, "early_stop_epoch": result.early_stop_epoch,
-                                    "convergence_epoch": result.convergence_epoch, "size": len(rows)}
-            except TrainingDiverged as e:
-                console.print(f"[red]{e}[/red]")
-                metrics = [m for _, m in iter_jsonl(run_dir / "metrics.jsonl")] if (run_dir / "metrics.jsonl").exists() else []
-                runs[seed][name] = {"metrics": metrics, "diverged": str(e), "size": len(rows)}
+            runs[seed][name] = train_variant(cfg.model, lm.tokenizer, examples, cfg.train.model_copy(update={"seed": seed}),
+                                             run_dir, evaluate, progress)
     results = analyse(cfg, base_summary, set_info, runs)
     results["model"] = describe(lm)
     results["wall_seconds_this_invocation"] = round(time.time() - started, 1)

@@ -21,17 +21,15 @@ from knowtune.evaluate.qa import evaluate_qa, qa_prompt
 from knowtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
-    fingerprint,
-    iter_jsonl,
     versions,
 )
-from knowtune.models import cache_dir, describe, load_model
-from knowtune.probe.engine import HFTreeEngine
-from knowtune.probe.slick import load_records, run_probe, summarize
+from knowtune.models import describe, load_model
+from knowtune.probe.slick import summarize
+from knowtune.recipes.common import cached_probe, train_variant
 from knowtune.recipes.slick_config import SlickStudyConfig
 from knowtune.recipes.slick_findings import analyse
 from knowtune.recipes.slick_report import write_report
-from knowtune.train.sft_trainer import SFTExample, TrainingDiverged, train_sft
+from knowtune.train.sft_trainer import SFTExample
 
 console = Console(stderr=True)
 
@@ -46,13 +44,7 @@ def probe_study_questions(cfg: SlickStudyConfig, data: QADataset, lm) -> dict[st
     if cfg.ood_relations:
         parts["ood"] = select_examples(data, "test", ",".join(cfg.ood_relations), cfg.ood_test_size)
     examples = [e for part in parts.values() for e in part]
-    key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "probe": cfg.probe.model_dump(),
-                       "ids": sorted(e.id for e in examples)})
-    out = cache_dir() / "probes" / key
-    if not (out / "summary.json").exists():
-        console.print(f"probing {len(examples)} questions → {out}")
-        run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=cfg.batch_size), data, examples, cfg.probe, out, describe(lm))
-    records = {r["id"]: r for r in load_records(out / "probe.jsonl")}
+    records = cached_probe(lm, data, examples, cfg.probe, cfg.batch_size)
     return {name: [records[e.id] for e in part] for name, part in parts.items()}
 
 
@@ -109,15 +101,7 @@ def run_slick_study(cfg: SlickStudyConfig, out: str | Path, progress: bool = Tru
             run_dir = out / "runs" / f"seed{seed}" / name
             console.print(f"[{done}/{total}] seed {seed} {name}: {describe_set(rows)['categories']}")
             train_cfg = cfg.train.model_copy(update={"seed": seed})
-            model = load_model(cfg.model).model  # every variant starts from the base weights
-            try:
-                result = train_sft(model, lm.tokenizer, sft_examples(rows), train_cfg, run_dir, evaluate, "dev_accuracy", progress)
-                runs[seed][name] = {"metrics": result.metrics, "early_stop_epoch": result.early_stop_epoch,
-                                    "convergence_epoch": result.convergence_epoch, "size": len(rows)}
-            except TrainingDiverged as e:
-                console.print(f"[red]{e}[/red]")
-                metrics = [m for _, m in iter_jsonl(run_dir / "metrics.jsonl")] if (run_dir / "metrics.jsonl").exists() else []
-                runs[seed][name] = {"metrics": metrics, "diverged": str(e), "size": len(rows)}
+            runs[seed][name] = train_variant(cfg.model, lm.tokenizer, sft_examples(rows), train_cfg, run_dir, evaluate, progress)
     results = analyse(cfg, probed, runs)
     results["probe_summary"] = probe_summary
     results["wall_seconds_this_invocation"] = round(time.time() - started, 1)

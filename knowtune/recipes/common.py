@@ -1,0 +1,50 @@
+"""Steps shared by the study recipes: a probe cached by fingerprint, and one training run recorded
+whether it finishes or diverges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from knowtune.data.records import QADataset, QAExample
+from knowtune.files import fingerprint, iter_jsonl
+from knowtune.models import LoadedModel, cache_dir, describe, load_model
+from knowtune.probe.config import ProbeConfig
+from knowtune.probe.engine import HFTreeEngine
+from knowtune.probe.slick import load_records, run_probe
+from knowtune.train.sft_config import SFTConfig
+from knowtune.train.sft_trainer import (
+    EvaluateFn,
+    SFTExample,
+    TrainingDiverged,
+    train_sft,
+)
+
+console = Console(stderr=True)
+
+
+def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, dict]:
+    """SliCK records by id, probed once per (model, data, settings, questions) under $KNOWTUNE_CACHE/probes."""
+    key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "probe": cfg.model_dump(),
+                       "ids": sorted(e.id for e in examples)})
+    out = cache_dir() / "probes" / key
+    if not (out / "summary.json").exists():
+        console.print(f"probing {len(examples)} questions → {out}")
+        run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=batch_size), data, examples, cfg, out, describe(lm))
+    wanted = {e.id for e in examples}
+    return {r["id"]: r for r in load_records(out / "probe.jsonl") if r["id"] in wanted}
+
+
+def train_variant(model_spec: str, tokenizer, examples: list[SFTExample], cfg: SFTConfig, run_dir: Path,
+                  evaluate: EvaluateFn | None, progress: bool) -> dict:
+    """Fine-tune fresh base weights on one training set; a diverged run is recorded, not raised."""
+    model = load_model(model_spec).model  # every variant starts from the base weights
+    try:
+        result = train_sft(model, tokenizer, examples, cfg, run_dir, evaluate, "dev_accuracy", progress)
+        return {"metrics": result.metrics, "early_stop_epoch": result.early_stop_epoch,
+                "convergence_epoch": result.convergence_epoch, "size": len(examples)}
+    except TrainingDiverged as e:
+        console.print(f"[red]{e}[/red]")
+        metrics = [m for _, m in iter_jsonl(run_dir / "metrics.jsonl")] if (run_dir / "metrics.jsonl").exists() else []
+        return {"metrics": metrics, "diverged": str(e), "size": len(examples)}
