@@ -1,1 +1,1 @@
-"""Evaluation: knowledge-edit metrics (Reliability / Generality / Locality) under two labelled protocols."""
+"""Evaluation: closed-book QA by SliCK category, edit metrics under labelled protocols, multiple choice."""

@@ -168,7 +168,8 @@ class _Run:
         self.metrics.append(row)
         with JsonlAppender(self.metrics_path) as sink:
             sink.write_many([row])
-        if self.cfg.save_weights and self.best_epoch() == epoch:
+        # Without the selection metric (no evaluate function) EARLY_STOP is CONVERGENCE: save it once, at the end.
+        if self.cfg.save_weights and row.get(self.select) is not None and self.best_epoch() == epoch:
             save_weights(model, self.tok, self.out / "early_stop")
             atomic_write_json(self.out / "early_stop" / "knowtune_epoch.json", {"epoch": epoch})
         model.train()
@@ -210,7 +211,8 @@ def train_sft(
     select: str = "dev_accuracy",
     progress: bool = True,
 ) -> TrainResult:
-    """Fine-tune on `examples`, recording metrics after every epoch; resumes a killed run in `out`."""
+    """Fine-tune `model` in place (LoRA wraps it with peft) on `examples`, recording metrics after every
+    epoch; resumes a killed run in `out` and returns at once when `out` holds a finished one."""
     from knowtune.files import fingerprint
 
     out = Path(out)
@@ -251,8 +253,7 @@ def train_sft(
     if cfg.save_weights:
         save_weights(run_model, tokenizer, out / "convergence")
     atomic_write_json(done, result)
-    if cfg.checkpoint_every_epoch:  # the run is complete: the optimizer state is no longer needed
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete: no optimizer state is needed
     res = _load_result(out)
     res.model = run_model
     return res
@@ -260,8 +261,10 @@ def train_sft(
 
 def _load_result(out: Path) -> TrainResult:
     res = read_json(out / "result.json")
+    convergence = out / "convergence" if (out / "convergence").exists() else None
+    same = res["early_stop_epoch"] == res["convergence_epoch"]
     return TrainResult(
         metrics=res["metrics"], early_stop_epoch=res["early_stop_epoch"], convergence_epoch=res["convergence_epoch"],
-        early_stop_dir=out / "early_stop" if (out / "early_stop").exists() else None,
-        convergence_dir=out / "convergence" if (out / "convergence").exists() else None,
+        early_stop_dir=out / "early_stop" if (out / "early_stop").exists() else convergence if same else None,
+        convergence_dir=convergence,
     )
