@@ -9,7 +9,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from knowtune.data.edits import EditDataset, EditExample, load_edits
-from knowtune.data.validate import check_unique_ids, require_answers, require_str
+from knowtune.data.validate import (
+    check_unique_ids,
+    require_answers,
+    require_str,
+    require_str_list,
+)
 from knowtune.errors import DataError, where
 from knowtune.files import atomic_write_jsonl, iter_jsonl
 
@@ -17,18 +22,6 @@ from knowtune.files import atomic_write_jsonl, iter_jsonl
 def write_edit_records(path: str | Path, examples: Iterable[EditExample]) -> None:
     """Write edits as JSON lines, atomically."""
     atomic_write_jsonl(path, [e.to_dict() for e in examples])
-
-
-def _strings(obj: dict, key: str, path: Path, rec: object) -> tuple[str, ...]:
-    value = obj.get(key)
-    if value is None:
-        raise DataError(f"{where(path, rec, key)}: missing")
-    if not isinstance(value, list):
-        raise DataError(f"{where(path, rec, key)}: expected a list of strings, got {type(value).__name__}")
-    for i, v in enumerate(value):
-        if not isinstance(v, str) or not v.strip():
-            raise DataError(f"{where(path, rec, key)}: item {i} is not a non-empty string")
-    return tuple(value)
 
 
 def read_edit_records(path: str | Path) -> EditDataset:
@@ -41,9 +34,9 @@ def read_edit_records(path: str | Path) -> EditDataset:
             id=str(require_str(obj, "id", path, rec)), subject=str(require_str(obj, "subject", path, rec)),
             prompt=str(require_str(obj, "prompt", path, rec)), target_new=str(require_str(obj, "target_new", path, rec)),
             ground_truth=require_answers(obj, path, rec, "ground_truth"),
-            rephrase_prompts=_strings(obj, "rephrase_prompts", path, rec),
-            locality_prompts=_strings(obj, "locality_prompts", path, rec),
-            locality_answers=_strings(obj, "locality_answers", path, rec),
+            rephrase_prompts=require_str_list(obj, "rephrase_prompts", path, rec),
+            locality_prompts=require_str_list(obj, "locality_prompts", path, rec),
+            locality_answers=require_str_list(obj, "locality_answers", path, rec),
             relation=require_str(obj, "relation", path, rec, optional=True),
             split=require_str(obj, "split", path, rec, optional=True) or "test",
             prompt_style=require_str(obj, "prompt_style", path, rec, optional=True) or "completion",

@@ -33,7 +33,12 @@ import numpy as np
 
 from knowtune.data.builtin import load_builtin, question_for
 from knowtune.data.records import QADataset
-from knowtune.data.validate import check_unique_ids, require_answers, require_str
+from knowtune.data.validate import (
+    check_unique_ids,
+    require_answers,
+    require_str,
+    require_str_list,
+)
 from knowtune.errors import DataError, where
 from knowtune.files import fingerprint, read_json
 from knowtune.matching import normalize_answer
@@ -129,17 +134,7 @@ def _target(obj: dict, key: str, path: Path, rec: object) -> str:
 
 
 def _prompt_list(obj: dict, key: str, path: Path, rec: object) -> tuple[str, ...]:
-    value = obj.get(key)
-    if value is None:
-        raise DataError(f"{where(path, rec, key)}: missing")
-    if not isinstance(value, list):
-        raise DataError(f"{where(path, rec, key)}: expected a list of strings, got {type(value).__name__}")
-    for i, p in enumerate(value):
-        if not isinstance(p, str):
-            raise DataError(f"{where(path, rec, key)}: item {i} is {type(p).__name__}, not a string")
-        if not p.strip():
-            raise DataError(f"{where(path, rec, key)}: item {i} is empty")
-    return tuple(p.rstrip() for p in value)
+    return tuple(p.rstrip() for p in require_str_list(obj, key, path, rec))
 
 
 def _text_at(obj: dict, dotted: str, path: Path, rec: object) -> str:

@@ -40,6 +40,21 @@ def require_answers(obj: dict, path: object, record: object, key: str = "answers
     return tuple(value)
 
 
+def require_str_list(obj: dict, key: str, path: object, record: object) -> tuple[str, ...]:
+    """Return obj[key] as a tuple of non-empty strings (the list itself may be empty)."""
+    value: Any = obj.get(key)
+    if value is None:
+        raise DataError(f"{where(path, record, key)}: missing")
+    if not isinstance(value, list):
+        raise DataError(f"{where(path, record, key)}: expected a list of strings, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataError(f"{where(path, record, key)}: item {i} is {type(item).__name__}, not a string")
+        if not item.strip():
+            raise DataError(f"{where(path, record, key)}: item {i} is empty")
+    return tuple(value)
+
+
 def require_number(obj: dict, key: str, path: object, record: object) -> float | None:
     """Return obj[key] as a float, None when absent or null; raise for anything else."""
     value = obj.get(key)
