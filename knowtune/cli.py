@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -38,6 +39,28 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"override {pair!r} is not key=value")
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """`key=value` overrides as a nested dict, as the study commands read them: dotted keys are sections, values YAML."""
+    from knowtune.recipes.config import set_key
+
+    tree: dict = {}
+    for key, value in parse_overrides(pairs).items():
+        set_key(tree, key, value)
+    return tree
+
+
+def probe_records(path: Path) -> list[dict]:
+    """Probe records from a file; an empty file or a repeated id is an error (sets and metrics go by id)."""
+    from knowtune.data.validate import check_unique_ids
+    from knowtune.probe.slick import load_records
+
+    records = load_records(path)
+    if not records:
+        raise ConfigError(f"{path}: no probe records")
+    check_unique_ids([r["id"] for r in records], path)
+    return records
 
 
 def validation_message(e: ValidationError, what: str) -> str:
@@ -77,19 +100,21 @@ def probe(
     relations: str | None = typer.Option(None, help="Only these relations, comma-separated."),
     limit: int | None = typer.Option(None, min=1, help="At most this many questions, balanced across relations."),
     batch_size: int = typer.Option(16, min=1, help="Questions per forward batch."),
+    chunk_size: int = typer.Option(64, min=1, help="Questions per durable write: a kill loses at most one chunk."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub (off by default)."),
     set_: list[str] = typer.Option([], "--set", help="Override a probe setting, e.g. --set k_shot=2."),
 ) -> None:
     """Probe what a model knows: SliCK categories per question."""
     from knowtune.data import load_qa, select_examples
+    from knowtune.memory import check_probe_fits
     from knowtune.models import describe, load_model
     from knowtune.probe.config import probe_config
     from knowtune.probe.engine import HFTreeEngine
     from knowtune.probe.slick import run_probe
 
     try:
-        cfg = probe_config(preset, seed=seed, **parse_overrides(set_))
+        cfg = probe_config(preset, **{"seed": seed, **parse_settings(set_)})
     except ValidationError as e:
         raise ConfigError(validation_message(e, "probe settings")) from None
     dataset = load_qa(data)
@@ -97,8 +122,9 @@ def probe(
     if not examples:
         raise ConfigError("no questions selected (check --split, --relations and --limit)")
     loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    check_probe_fits(loaded.model, loaded.tokenizer, examples, cfg, min(batch_size, chunk_size))
     engine = HFTreeEngine(loaded.model, loaded.tokenizer, batch_size=batch_size)
-    summary = run_probe(engine, dataset, examples, cfg, out, describe(loaded))
+    summary = run_probe(engine, dataset, examples, cfg, out, describe(loaded), chunk_size=chunk_size)
     console.print(category_table(summary, f"SliCK categories — {model} on {data} ({preset}, seed {seed})"))
     console.print(f"records: {out / 'probe.jsonl'}   summary: {out / 'summary.json'}")
 
@@ -113,17 +139,25 @@ def curate(
 ) -> None:
     """Build the study's training sets: X % Unknown mixtures, single categories, D_Natural, D_Known, D_IDK."""
     from knowtune.curate.slick_mixtures import describe_set, study_sets
-    from knowtune.files import atomic_write_json, atomic_write_jsonl
-    from knowtune.probe.slick import load_records
+    from knowtune.files import (
+        atomic_write_json,
+        atomic_write_jsonl,
+        sha256_file,
+        versions,
+    )
+    from knowtune.provenance import provenance_of
 
-    records = load_records(probe)
-    if not records:
-        raise ConfigError(f"{probe}: no probe records")
+    records = probe_records(probe)
+    if size > len(records):  # say which file, before study_sets refuses the same request
+        raise ConfigError(f"--size {size} is more than the {len(records)} probe records in {probe}")
     sets = study_sets(records, size, seed, idk_unknown_percent)
     for name, rows in sets.items():
         atomic_write_jsonl(out / f"{name}.jsonl", rows)
     manifest = {name: describe_set(rows) for name, rows in sets.items()}
-    atomic_write_json(out / "manifest.json", {"probe": str(probe), "size": size, "seed": seed, "sets": manifest})
+    prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
+    atomic_write_json(out / "manifest.json", {  # written last: the sets are complete once it exists
+        "probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
+        "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest})
     table = Table(title=f"training sets (|D| = {size}, seed {seed})")
     table.add_column("set")
     for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown", "size"):
@@ -144,19 +178,23 @@ def train(
 ) -> None:
     """Fine-tune on question → answer pairs, recording fit per category and accuracy after every epoch."""
     from knowtune.evaluate.qa import evaluate_qa
+    from knowtune.files import versions
     from knowtune.models import load_model
-    from knowtune.probe.slick import load_records
+    from knowtune.provenance import check_inputs, provenance_of
     from knowtune.recipes.slick_study import sft_examples
     from knowtune.train.sft_config import SFTConfig
     from knowtune.train.sft_trainer import train_sft
 
     try:
-        cfg = SFTConfig(**parse_overrides(set_))
+        cfg = SFTConfig(**parse_settings(set_))
     except ValidationError as e:
         raise ConfigError(validation_message(e, "training settings")) from None
-    rows = load_records(train_set)
-    evals = {name: load_records(path) for name, path in (("dev", dev), ("test", test)) if path is not None}
+    examples = sft_examples(probe_records(train_set))
+    evals = {name: probe_records(path) for name, path in (("dev", dev), ("test", test)) if path is not None}
     lm = load_model(model)
+    check_inputs(model, lm.fingerprint, {"--train": train_set, "--dev": dev, "--test": test})
+    meta = {"provenance": {"model": lm.fingerprint, "model_spec": model, "data": (provenance_of(train_set) or {}).get("data")},
+            "versions": versions()}
 
     def evaluate(m, epoch: int) -> dict:
         row = {}
@@ -165,7 +203,7 @@ def train(
             row[f"{name}_accuracy"] = row[name]["accuracy"]
         return row
 
-    res = train_sft(lm.model, lm.tokenizer, sft_examples(rows), cfg, out, evaluate if evals else None)
+    res = train_sft(lm.model, lm.tokenizer, examples, cfg, out, evaluate if evals else None, meta=meta)
     console.print(f"EARLY_STOP epoch {res.early_stop_epoch}, CONVERGENCE epoch {res.convergence_epoch}; metrics: {out / 'metrics.jsonl'}")
 
 
@@ -206,10 +244,11 @@ def evaluate(
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.files import atomic_write_json
     from knowtune.models import load_model
-    from knowtune.probe.slick import load_records
+    from knowtune.provenance import check_inputs
 
-    recs = load_records(records)
+    recs = probe_records(records)
     lm = load_model(model)
+    check_inputs(model, lm.fingerprint, {"--records": records})
     metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
     if out:
         atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics,
@@ -322,15 +361,36 @@ def data_show(name: str = typer.Argument(..., help="A dataset spec, e.g. builtin
     console.print(table)
 
 
+def fail(message: str, code: int) -> NoReturn:
+    """Print `message` as one `knowtune: error:` line on stderr and exit with `code`."""
+    print("knowtune: error: " + " ".join(message.splitlines()), file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: run the app, turning knowtune errors into one line and a non-zero exit."""
+    """Entry point: run the app, turning bad input into one line on stderr and a non-zero exit."""
     try:
-        app()
+        # standalone_mode=False: usage errors are raised here instead of printed as a multi-line box
+        code = app(standalone_mode=False)
     except KnowtuneError as e:
         if _state["debug"]:
             raise
-        print(f"knowtune: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e), 2)
+    except OSError as e:  # a path that cannot be read or written: a file where a directory goes, no permission, disk full
+        if _state["debug"]:
+            raise
+        reason = "exists and is not a directory" if isinstance(e, FileExistsError) else e.strerror
+        fail(f"{e.filename}: {reason}" if e.filename and reason else str(e), 1)
     except KeyboardInterrupt:
         print("knowtune: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        # Click's usage errors (a missing or malformed option): recognised by shape, since newer typer
+        # vendors click privately and older typer uses click itself. Anything else is a bug: show it.
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        if type(e).__name__ != "NoArgsIsHelpError":  # for that one typer has printed the help already
+            ctx = getattr(e, "ctx", None)
+            fail(f"{ctx.command_path}: {e.format_message()}" if ctx else e.format_message(), e.exit_code)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

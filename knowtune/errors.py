@@ -17,11 +17,17 @@ class ConfigError(KnowtuneError):
     """A bad setting: unknown preset, relation, key or value."""
 
 
+def shown(value: object) -> str:
+    """Text of a value for a one-line message: as is when printable, else its repr (escaped, quoted)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 def where(path: object, record: object | None = None, field: str | None = None) -> str:
     """Format a location as 'FILE, record R, field F' for error messages."""
     out = str(path)
     if record is not None:
-        out += f", record {record}"
+        out += f", record {shown(record)}"
     if field is not None:
-        out += f", field '{field}'"
+        out += f", field '{field}'" if field.isprintable() else f", field {field!r}"
     return out

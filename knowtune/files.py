@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -31,6 +33,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def remove_stale_temp(folder: str | Path) -> None:
+    """Delete the temp files and folders (`.NAME.*.tmp`) that a killed atomic write left in `folder`.
+    Call it only where one process owns the folder: another writer's temp file would vanish too."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
@@ -46,9 +58,48 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     text = read_text(path)
     try:
-        return json.loads(text)
+        obj = _loads(text, path)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if _SURROGATE_ESCAPE.search(text):  # a list's items are records, as the loaders of JSON lists number them
+        for record, item in enumerate(obj) if isinstance(obj, list) else [(None, obj)]:
+            _check_unicode(item, path, record)
+    return obj
+
+
+# An escaped UTF-16 surrogate (\ud800-\udfff): JSON allows a lone one, but UTF-8 text cannot hold it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _loads(text: str, at: object) -> Any:
+    """json.loads, with DataError naming `at` for JSON nested too deeply or an integer with too many digits."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise DataError(f"{at}: JSON nested too deeply") from None
+    except ValueError as e:  # an integer beyond sys.get_int_max_str_digits() digits
+        raise DataError(f"{at}: unreadable JSON ({str(e).split(':')[0]})") from None
+
+
+def _check_unicode(obj: Any, path: Path, record: object) -> None:
+    """Raise DataError naming file, record and field where a string or key in `obj` holds a lone surrogate."""
+    stack: list[tuple[str | None, Any]] = [(None, obj)]
+    while stack:
+        field, node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{where(path, record, field)}: holds a lone UTF-16 surrogate escape "
+                                "(\\ud800-\\udfff), which is not text") from None
+        elif isinstance(node, dict):
+            for key, value in reversed(node.items()):
+                name = f"{field}.{key}" if field else key
+                stack += [(name, value), (name, key)]
+        elif isinstance(node, list):
+            stack += [(f"{field or ''}[{i}]", value) for i, value in reversed(list(enumerate(node)))]
 
 
 def read_text(path: str | Path) -> str:
@@ -69,15 +120,19 @@ def read_text(path: str | Path) -> str:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; malformed lines raise DataError."""
     path = Path(path)
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+    # "\n" only: str.splitlines() would also split at U+2028, U+0085 ..., which JSON strings hold unescaped.
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
+        at = where(path, f"on line {lineno}")
         try:
-            obj = json.loads(line)
+            obj = _loads(line, at)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where(path, f'on line {lineno}')}: malformed JSON ({e.msg})") from None
+            raise DataError(f"{at}: malformed JSON ({e.msg})") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{where(path, f'on line {lineno}')}: expected a JSON object, got {type(obj).__name__}")
+            raise DataError(f"{at}: expected a JSON object, got {type(obj).__name__}")
+        if _SURROGATE_ESCAPE.search(line):
+            _check_unicode(obj, path, f"on line {lineno}")
         yield lineno, obj
 
 

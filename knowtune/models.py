@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from knowtune.errors import ModelError
 from knowtune.files import atomic_write_json, fingerprint, sha256_file
@@ -78,7 +79,7 @@ def _convert_gguf(path: Path, sha: str, target: Path) -> None:
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -107,7 +108,7 @@ def _dir_fingerprint(path: Path) -> str:
     """Hash of a local model directory's config and weight files."""
     parts = {}
     for f in sorted(path.iterdir()):
-        if f.name == "config.json" or f.suffix in {".safetensors", ".bin"}:
+        if f.name == "config.json" or f.suffix == ".safetensors":
             parts[f.name] = sha256_file(f)
     return fingerprint(parts)
 
@@ -124,6 +125,10 @@ def resolve(spec: str) -> tuple[str, bool, str]:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{path}: not a model directory (no config.json)")
+        if not any(path.glob("*.safetensors")):
+            pickled = sorted(f.name for f in path.iterdir() if f.suffix in {".bin", ".pt", ".pth", ".ckpt"})
+            found = f" (found {', '.join(pickled)}: pickle files, which can run code when loaded)" if pickled else ""
+            raise ModelError(f"{path}: no .safetensors weights{found}; knowtune loads weights from safetensors only")
         return str(path), True, _dir_fingerprint(path)
     if path.exists():
         raise ModelError(f"{path}: not a model (expected a directory, a .gguf file, 'builtin' or a hub id)")
@@ -147,9 +152,12 @@ def load_model(
     kwargs = {"local_files_only": local, "trust_remote_code": trust_remote_code}
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
+        # use_safetensors: never fall back to pickled .bin weights, which can run code when loaded.
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], use_safetensors=True, **kwargs)
     except OSError as e:
         raise ModelError(f"{spec}: cannot load model ({str(e).splitlines()[0]})") from None
+    except SafetensorError as e:
+        raise ModelError(f"{spec}: corrupt or truncated safetensors weights ({e})") from None
     if not local:
         fp = fingerprint({"hub": spec, "commit": getattr(model.config, "_commit_hash", None)})
     if tok.pad_token_id is None:

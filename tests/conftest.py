@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -54,3 +55,34 @@ def make_tiny_model(tokenizer, seed: int = 0, sharpness: float = 1.0):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     return make_tiny_model(tiny_tokenizer, sharpness=30.0)
+
+
+CAPITALS = [("France", "Paris"), ("Peru", "Lima"), ("Chad", "N'Djamena"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"),
+            ("Chile", "Santiago"), ("Spain", "Madrid"), ("Egypt", "Cairo"), ("Italy", "Rome"), ("Cuba", "Havana")]
+LANGUAGES = [("Brazil", "Portuguese"), ("France", "French"), ("Japan", "Japanese"), ("Kenya", "Swahili"),
+             ("Chile", "Spanish"), ("Egypt", "Arabic"), ("Italy", "Italian"), ("Peru", "Spanish")]
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory) -> Path:
+    """For the CLI: a tiny model directory (`model/`), a QA dataset (`qa.jsonl`) and probe-style
+    records for training (`train.jsonl`, `dev.jsonl`, `test.jsonl`)."""
+    root = tmp_path_factory.mktemp("kill")
+    tok = _tiny_tokenizer()
+    model = make_tiny_model(tok, seed=3, sharpness=8.0)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    rows = []
+    for i in range(48):
+        country, capital = CAPITALS[i % len(CAPITALS)]
+        rows.append({"id": f"cap{i}", "relation": "cap", "question": f"What is the capital of {country} {i}?",
+                     "answers": [capital], "split": "exemplar" if i < 8 else "test"})
+        country, lang = LANGUAGES[i % len(LANGUAGES)]
+        rows.append({"id": f"lang{i}", "relation": "lang", "question": f"What is the official language of {country} {i}?",
+                     "answers": [lang], "split": "exemplar" if i < 8 else "test"})
+    (root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cats = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+    records = [{**r, "category": cats[i % 4]} for i, r in enumerate(r for r in rows if r["split"] == "test")]
+    for name, part in (("train", records[:40]), ("dev", records[40:56]), ("test", records[56:])):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    return root

@@ -69,7 +69,7 @@ def test_metrics_early_stop_and_weights(tiny_tokenizer, tmp_path):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     best = max(rows, key=lambda r: (r["dev_accuracy"], -r["epoch"]))["epoch"]
     assert res.early_stop_epoch == best and res.convergence_epoch == 4
-    assert json.loads((tmp_path / "early_stop" / "knowtune_epoch.json").read_text())["epoch"] == best
+    assert json.loads((tmp_path / "early_stop" / "knowtune_meta.json").read_text())["epoch"] == best
     assert (tmp_path / "convergence" / "model.safetensors").exists()
     assert not (tmp_path / "checkpoints").exists()
     again = train_sft(make_tiny_model(tiny_tokenizer, seed=2), tiny_tokenizer, EXAMPLES, cfg, tmp_path, progress=False)

@@ -128,6 +128,8 @@ def label_of(row: dict) -> str:
 
 def study_sets(pool: list[dict], size: int, seed: int, idk_unknown_percent: int = 50) -> dict[str, list[dict]]:
     """Every training set of the study, by name. D_Unknown is D with 100 % Unknown (the same set)."""
+    if size > len(pool):  # every set draws |D| distinct questions from the pool
+        raise ConfigError(f"|D| = {size} is more than the {len(pool)} probed training questions")
     sets: dict[str, list[dict]] = {}
     for x in UNKNOWN_SHARES:
         sets[f"D_{x}"] = mixture(pool, size, x, seed)

@@ -39,7 +39,7 @@ from knowtune.data.validate import (
     require_str,
     require_str_list,
 )
-from knowtune.errors import DataError, where
+from knowtune.errors import DataError, shown, where
 from knowtune.files import fingerprint, read_json
 from knowtune.matching import normalize_answer
 from knowtune.probe.prompts import question_block, stable_int
@@ -68,10 +68,10 @@ class EditExample:
     def __post_init__(self) -> None:
         if len(self.locality_prompts) != len(self.locality_answers):
             raise DataError(
-                f"edit {self.id}: {len(self.locality_prompts)} locality prompts but {len(self.locality_answers)} answers"
+                f"edit {shown(self.id)}: {len(self.locality_prompts)} locality prompts but {len(self.locality_answers)} answers"
             )
         if self.prompt_style not in PROMPT_STYLES:
-            raise DataError(f"edit {self.id}: prompt_style {self.prompt_style!r} is not one of {PROMPT_STYLES}")
+            raise DataError(f"edit {shown(self.id)}: prompt_style {self.prompt_style!r} is not one of {PROMPT_STYLES}")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples as lists)."""
@@ -270,7 +270,7 @@ def _detect(path: Path, data: Any) -> str:
         return "zsre"
     if {"case_id", "prompt", "target_new"} <= first.keys():
         return "counterfact"
-    keys = ", ".join(sorted(first)) or "none"
+    keys = ", ".join(shown(k) for k in sorted(first)) or "none"
     raise DataError(f"{where(path, 0)}: cannot tell the edit format from its keys ({keys}); "
                     f"use a prefix: {', '.join(n + ':PATH' for n in EDIT_LOADERS)}")
 

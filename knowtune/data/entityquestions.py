@@ -50,6 +50,8 @@ def load_entityquestions(root: str | Path) -> QADataset:
         data = read_json(path)
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON list of {{question, answers}} records")
+        if not data:
+            raise DataError(f"{path}: no records")
         for i, obj in enumerate(data):
             if not isinstance(obj, dict):
                 raise DataError(f"{where(path, i)}: expected an object, got {type(obj).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from knowtune.errors import DataError, where
@@ -56,13 +57,19 @@ def require_str_list(obj: dict, key: str, path: object, record: object) -> tuple
 
 
 def require_number(obj: dict, key: str, path: object, record: object) -> float | None:
-    """Return obj[key] as a float, None when absent or null; raise for anything else."""
+    """Return obj[key] as a finite float, None when absent or null; raise for anything else."""
     value = obj.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{where(path, record, key)}: expected a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf if value > 0 else -math.inf
+    if not math.isfinite(number):
+        raise DataError(f"{where(path, record, key)}: expected a finite number, got {number}")
+    return number
 
 
 def check_unique_ids(ids: list[str], path: object) -> None:
@@ -72,3 +79,19 @@ def check_unique_ids(ids: list[str], path: object) -> None:
         if i in seen:
             raise DataError(f"{where(path, i, 'id')}: duplicate id")
         seen.add(i)
+
+
+def require_probe_record(rec: dict, path: object, lineno: int, categories: tuple[str, ...]) -> dict:
+    """Check the fields of a SliCK probe record that later stages rely on; answers come back as a list."""
+    at = f"on line {lineno}"
+    for key in ("id", "relation", "question"):
+        require_str(rec, key, path, at)
+    answers = require_answers(rec, path, at)
+    require_str(rec, "label", path, at, optional=True)
+    require_number(rec, "popularity", path, at)
+    category = rec.get("category")
+    if category is None:
+        raise DataError(f"{where(path, at, 'category')}: missing")
+    if category not in categories:
+        raise DataError(f"{where(path, at, 'category')}: unknown {category!r}")
+    return {**rec, "answers": list(answers)}

@@ -7,18 +7,21 @@ A probe run directory holds `config.json` (settings and fingerprints, written fi
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
 
 from knowtune.data.records import QADataset, QAExample, chance_rate
-from knowtune.errors import ConfigError, DataError
+from knowtune.data.validate import require_probe_record
+from knowtune.errors import ConfigError
 from knowtune.files import (
     JsonlAppender,
     atomic_write_json,
     iter_jsonl,
     read_json,
+    remove_stale_temp,
     stable_int,
     versions,
 )
@@ -29,6 +32,7 @@ from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 KNOWN = CATEGORIES[:3]
+CHUNK_SIZE = 64  # questions per durable write: a kill loses at most this much work
 
 
 def slick_category(p_greedy: float, p_sample: float) -> str:
@@ -93,6 +97,8 @@ def _check_or_write_config(out: Path, manifest: dict) -> None:
         atomic_write_json(path, manifest)
         return
     old = read_json(path)
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path}: not a knowtune probe config (expected a JSON object); use another --out or delete it")
     for key in ("settings", "model", "data", "questions"):
         if old.get(key) != manifest[key]:
             raise ConfigError(
@@ -104,15 +110,7 @@ def _check_or_write_config(out: Path, manifest: dict) -> None:
 def load_records(path: str | Path) -> list[dict]:
     """Read probe records, checking the fields later stages rely on."""
     path = Path(path)
-    records = []
-    for lineno, rec in iter_jsonl(path):
-        for key in ("id", "relation", "question", "answers", "category"):
-            if key not in rec:
-                raise DataError(f"{path}, record on line {lineno}, field '{key}': missing")
-        if rec["category"] not in CATEGORIES:
-            raise DataError(f"{path}, record on line {lineno}, field 'category': unknown {rec['category']!r}")
-        records.append(rec)
-    return records
+    return [require_probe_record(rec, path, lineno, CATEGORIES) for lineno, rec in iter_jsonl(path)]
 
 
 def run_probe(
@@ -122,7 +120,7 @@ def run_probe(
     cfg: ProbeConfig,
     out: str | Path,
     model_info: dict,
-    chunk_size: int = 64,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
 ) -> dict:
     """Probe `examples`, writing records and a summary to `out`; resumes a killed run."""
@@ -138,9 +136,12 @@ def run_probe(
         "versions": versions(),
     }
     _check_or_write_config(out, manifest)
+    remove_stale_temp(out)
     records_path = out / "probe.jsonl"
     sink = JsonlAppender(records_path)  # opening it cuts a torn last line left by a kill
     done = {r["id"] for r in load_records(records_path)}
+    if done:
+        print(f"{out}: resuming, {len(done)} of {len(examples)} questions already probed", file=sys.stderr)
     by_rel: dict[str, list[QAExample]] = defaultdict(list)
     for e in examples:
         if e.id not in done:
@@ -195,7 +196,7 @@ def summarize(records: list[dict], data: QADataset | None = None) -> dict:
     if data is not None:
         for rel in per_rel:
             chance[rel] = round(chance_rate([e for e in data.examples if e.relation == rel]), 4)
-    counts = lambda c: {k: c.get(k, 0) for k in CATEGORIES}  # noqa: E731
+    counts = lambda c: {k: c.get(k, 0) for k in CATEGORIES}
     return {
         "n": len(records),
         "categories": counts(overall),

@@ -9,10 +9,11 @@ from rich.console import Console
 
 from knowtune.data.records import QADataset, QAExample
 from knowtune.files import fingerprint, iter_jsonl
+from knowtune.memory import check_probe_fits
 from knowtune.models import LoadedModel, cache_dir, describe, load_model
 from knowtune.probe.config import ProbeConfig
 from knowtune.probe.engine import HFTreeEngine
-from knowtune.probe.slick import load_records, run_probe
+from knowtune.probe.slick import CHUNK_SIZE, load_records, run_probe
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import (
     EvaluateFn,
@@ -30,6 +31,7 @@ def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cf
                        "ids": sorted(e.id for e in examples)})
     out = cache_dir() / "probes" / key
     if not (out / "summary.json").exists():
+        check_probe_fits(lm.model, lm.tokenizer, examples, cfg, min(batch_size, CHUNK_SIZE))
         console.print(f"probing {len(examples)} questions → {out}")
         run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=batch_size), data, examples, cfg, out, describe(lm))
     wanted = {e.id for e in examples}

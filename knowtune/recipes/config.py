@@ -26,8 +26,12 @@ def set_key(tree: dict, dotted: str, value: str) -> None:
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: '{k}' is not a section")
-    node[keys[-1]] = yaml.safe_load(value)
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+    try:
+        node[keys[-1]] = yaml.safe_load(value)
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: an integer of more digits than Python reads
+        shown = repr(value[:40]) + ("…" if len(value) > 40 else "")
+        raise ConfigError(f"override {dotted!r}: {shown} is not a YAML value ({getattr(e, 'problem', None) or type(e).__name__})") from None
 
 
 def load_study_config(model_cls: type[C], study: str, preset: str, overrides: dict[str, str]) -> C:
@@ -42,4 +46,4 @@ def load_study_config(model_cls: type[C], study: str, preset: str, overrides: di
         return model_cls(**tree)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ConfigError(f"study config: key '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        raise ConfigError(f"study config: key {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knowtune.probe.config import ProbeConfig
 from knowtune.train.sft_config import SFTConfig
@@ -27,3 +27,10 @@ class SlickStudyConfig(BaseModel):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     train: SFTConfig = Field(default_factory=SFTConfig)
     batch_size: int = Field(16, ge=1, description="probe batch size")
+
+    @model_validator(mode="after")
+    def _size_within_pool(self) -> SlickStudyConfig:
+        """|D| must fit in the probed pool: refused before the model is loaded."""
+        if self.train_pool is not None and self.size > self.train_pool:
+            raise ValueError(f"size (|D| = {self.size}) is more than train_pool ({self.train_pool})")
+        return self

@@ -11,8 +11,11 @@ good checkpoint.
 from __future__ import annotations
 
 import copy
+import json
 import math
+import pickle
 import shutil
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,7 +33,10 @@ from knowtune.files import (
     atomic_write_jsonl,
     iter_jsonl,
     read_json,
+    remove_stale_temp,
+    versions,
 )
+from knowtune.memory import check_training_fits
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.sft_config import SFTConfig
 
@@ -105,10 +111,11 @@ class _Trainer(Trainer):
         return loss
 
 
-def save_weights(model, tokenizer, target: Path) -> Path:
-    """Save full (LoRA: merged) weights + tokenizer as a loadable HF directory, atomically."""
+def save_weights(model, tokenizer, target: Path, meta: dict | None = None) -> Path:
+    """Save full (LoRA: merged) weights + tokenizer (+ `meta` as knowtune_meta.json) as a loadable HF
+    directory, atomically: a reader sees the old directory or the complete new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         if hasattr(model, "merge_and_unload"):  # peft: base + (α/r)·B·A, merged on a copy; adapter beside it
             copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
@@ -116,6 +123,8 @@ def save_weights(model, tokenizer, target: Path) -> Path:
         else:
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if meta is not None:
+            atomic_write_json(tmp / "knowtune_meta.json", meta)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -137,9 +146,9 @@ class _EpochCallback(TrainerCallback):
 class _Run:
     """The per-epoch bookkeeping of one training run."""
 
-    def __init__(self, trainer, tokenizer, examples, cfg, out, evaluate, select):
+    def __init__(self, trainer, tokenizer, examples, cfg, out, evaluate, select, meta):
         self.trainer, self.tok, self.examples, self.cfg = trainer, tokenizer, examples, cfg
-        self.out, self.evaluate, self.select = out, evaluate, select
+        self.out, self.evaluate, self.select, self.meta = out, evaluate, select, meta
         self.metrics_path = out / "metrics.jsonl"
         self.metrics = [m for _, m in iter_jsonl(self.metrics_path)] if self.metrics_path.exists() else []
 
@@ -170,8 +179,7 @@ class _Run:
             sink.write_many([row])
         # Without the selection metric (no evaluate function) EARLY_STOP is CONVERGENCE: save it once, at the end.
         if self.cfg.save_weights and row.get(self.select) is not None and self.best_epoch() == epoch:
-            save_weights(model, self.tok, self.out / "early_stop")
-            atomic_write_json(self.out / "early_stop" / "knowtune_epoch.json", {"epoch": epoch})
+            save_weights(model, self.tok, self.out / "early_stop", {**self.meta, "epoch": epoch})
         model.train()
 
 
@@ -187,18 +195,35 @@ def _prepare_model(model, cfg: SFTConfig):
     return get_peft_model(model, lora)
 
 
-def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str) -> str | None:
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing, deleting any it did not.
+
+    The HF Trainer writes a checkpoint folder in place and `trainer_state.json` last, so a run killed
+    mid-save leaves a folder without it (or with it cut short); `get_last_checkpoint` would pick that
+    folder and resume from half a checkpoint."""
+    if not ckpt_dir.exists():
+        return None
+    for folder in sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            return folder
+        except (OSError, ValueError):  # missing, or cut off mid-write
+            shutil.rmtree(folder)
+    return None
+
+
+def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str) -> Path | None:
     """The checkpoint to resume from, after checking the directory holds the same run."""
     manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint}
     path = out / "train_config.json"
     if path.exists():
         old = read_json(path)
-        if {k: old.get(k) for k in manifest} != manifest:
+        if not isinstance(old, dict) or {k: old.get(k) for k in manifest} != manifest:
             raise KnowtuneError(f"{path}: this directory holds a different training run; use another output directory")
     else:
-        atomic_write_json(path, manifest)
-    ckpt_dir = out / "checkpoints"
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+        atomic_write_json(path, {**manifest, "versions": versions()})
+    remove_stale_temp(out)
+    return last_complete_checkpoint(out / "checkpoints")
 
 
 def train_sft(
@@ -210,15 +235,18 @@ def train_sft(
     evaluate: EvaluateFn | None = None,
     select: str = "dev_accuracy",
     progress: bool = True,
+    meta: dict | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place (LoRA wraps it with peft) on `examples`, recording metrics after every
-    epoch; resumes a killed run in `out` and returns at once when `out` holds a finished one."""
+    epoch; resumes a killed run in `out` and returns at once when `out` holds a finished one.
+    `meta` (e.g. the base model's provenance) goes into each saved model's knowtune_meta.json."""
     from knowtune.files import fingerprint
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise KnowtuneError("no training examples")
+    check_training_fits(model, tokenizer, [(e.prompt, e.target) for e in examples], cfg)  # before any work
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     done = out / "result.json"
     if done.exists():
         return _load_result(out)
@@ -236,22 +264,27 @@ def train_sft(
     trainer = _Trainer(model=run_model, args=args, train_dataset=_PairDataset(tokenizer, examples),
                        data_collator=_collate(tokenizer.pad_token_id or 0))
     trainer.epoch_losses = []
-    run = _Run(trainer, tokenizer, examples, cfg, out, evaluate, select)
+    run = _Run(trainer, tokenizer, examples, cfg, out, evaluate, select, meta or {})
     # Metrics past the checkpoint we resume from belong to an epoch that will be trained again.
-    resumed_epoch = round(read_json(Path(resume) / "trainer_state.json")["epoch"]) if resume else 0
+    resumed_epoch = round(read_json(resume / "trainer_state.json")["epoch"]) if resume else 0
+    if resume:
+        print(f"{out}: resuming from the checkpoint of epoch {resumed_epoch} of {cfg.epochs}", file=sys.stderr)
     run.metrics = [m for m in run.metrics if m["epoch"] <= resumed_epoch]
     atomic_write_jsonl(run.metrics_path, run.metrics)
     trainer.add_callback(_EpochCallback(run))
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except TrainingDiverged as e:
         last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
         kept = f"kept the last good checkpoint {last}" if last else "no checkpoint had been saved yet"
         raise TrainingDiverged(f"{out}: {e}; training stopped, {kept}") from None
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused a checkpoint file
+        raise KnowtuneError(f"{resume}: refused to load a checkpoint file that holds more than tensors "
+                            f"({str(e).splitlines()[0]}); delete the checkpoint to train from scratch") from None
     run_model.eval()
     result = {"metrics": run.metrics, "early_stop_epoch": run.best_epoch(), "convergence_epoch": run.metrics[-1]["epoch"]}
     if cfg.save_weights:
-        save_weights(run_model, tokenizer, out / "convergence")
+        save_weights(run_model, tokenizer, out / "convergence", {**(meta or {}), "epoch": run.metrics[-1]["epoch"]})
     atomic_write_json(done, result)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete: no optimizer state is needed
     res = _load_result(out)
