@@ -113,7 +113,7 @@ def test_killed_probe_resumes_to_identical_records(tiny_workdir, tmp_path, seed)
             return lambda: count() >= target
         return make
 
-    triggers = [("after 1 more chunk", after(1), 0.0), ("mid-chunk", after(1), 0.4), ("after 2 more chunks", after(9), 0.2)]
+    triggers = [("after 1 more chunk", after(1), 0.0), ("mid-chunk", after(1), 0.4), ("after 2 more chunks", after(17), 0.2)]
     fired = kill_chain(args + ["--out", str(out)], out, count, triggers, random.Random(seed),
                        lambda n: f"resuming, {n} of 80 questions already probed")
     print(f"kill points: {fired}")
