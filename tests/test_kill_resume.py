@@ -73,6 +73,13 @@ def finish(args: list[str]) -> str:
     return done.stderr
 
 
+def reference_run(template: list[str], workdir: Path, tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """The command's arguments, and the output folders of an uninterrupted run (done now) and of the killed one."""
+    args = [a.format(w=workdir) for a in template] + ["--model", str(workdir / "model")]
+    finish(args + ["--out", str(tmp_path / "ref")])
+    return args, tmp_path / "ref", tmp_path / "killed"
+
+
 def kill_chain(args: list[str], out: Path, durable, triggers, rng: random.Random, resume_message) -> list[str]:
     """Run `args` again and again, each run killed by a trigger drawn from `triggers`, until one run
     finishes. Each restart must report resuming from exactly the work that was durable at the kill
@@ -99,9 +106,7 @@ PROBE_ARGS = ["probe", "--data", "{w}/qa.jsonl", "--preset", "quick", "--split",
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_killed_probe_resumes_to_identical_records(tiny_workdir, tmp_path, seed):
-    args = [a.format(w=tiny_workdir) for a in PROBE_ARGS] + ["--model", str(tiny_workdir / "model")]
-    ref, out = tmp_path / "ref", tmp_path / "killed"
-    finish(args + ["--out", str(ref)])
+    args, ref, out = reference_run(PROBE_ARGS, tiny_workdir, tmp_path)
     records = out / "probe.jsonl"
 
     def count() -> int:
@@ -136,9 +141,7 @@ def checkpoint_epoch(out: Path) -> int:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_killed_training_resumes_to_identical_metrics(tiny_workdir, tmp_path, seed):
-    args = [a.format(w=tiny_workdir) for a in TRAIN_ARGS] + ["--model", str(tiny_workdir / "model")]
-    ref, out = tmp_path / "ref", tmp_path / "killed"
-    finish(args + ["--out", str(ref)])
+    args, ref, out = reference_run(TRAIN_ARGS, tiny_workdir, tmp_path)
     metrics = out / "metrics.jsonl"
 
     def next_epoch():
