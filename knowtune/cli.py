@@ -256,6 +256,17 @@ def evaluate(
     console.print_json(data=metrics)
 
 
+def print_findings(title: str, rows: list[tuple[str, bool | None, str]], out: Path) -> None:
+    """A study's verdicts, finding by finding, and where its report and results are."""
+    table = Table(title=title)
+    for col in ("finding", "reproduced", "this run"):
+        table.add_column(col)
+    for claim, reproduced, this_run in rows:
+        table.add_row(claim, {True: "yes", False: "NO", None: "n/a"}[reproduced], this_run)
+    console.print(table)
+    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+
+
 @study_app.command("slick")
 def study_slick(
     out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
@@ -269,14 +280,7 @@ def study_slick(
 
     cfg = load_study_config(SlickStudyConfig, "slick", preset, parse_overrides(set_))
     results = run_slick_study(cfg, out)
-    table = Table(title="findings")
-    table.add_column("finding")
-    table.add_column("reproduced")
-    table.add_column("this run")
-    for f in results["findings"]:
-        table.add_row(f["claim"], {True: "yes", False: "NO", None: "n/a"}[f["reproduced"]], f["this_run"])
-    console.print(table)
-    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+    print_findings("findings", [(f["claim"], f["reproduced"], f["this_run"]) for f in results["findings"]], out)
 
 
 @study_app.command("flearning")
@@ -289,13 +293,8 @@ def study_flearning(
     from knowtune.recipes.flearning_cli import study_flearning_command
 
     results = study_flearning_command(out, preset, parse_overrides(set_))
-    table = Table(title="claims (verdict under the token protocol)")
-    for col in ("claim", "reproduced", "this run"):
-        table.add_column(col)
-    for f in results["findings"]:
-        table.add_row(f"{f['set']}: {f['claim']}", {True: "yes", False: "NO", None: "n/a"}[f["reproduced"]], f["this_run"])
-    console.print(table)
-    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+    print_findings("claims (verdict under the token protocol)",
+                   [(f"{f['set']}: {f['claim']}", f["reproduced"], f["this_run"]) for f in results["findings"]], out)
 
 
 @study_app.command("self-align")

@@ -27,22 +27,14 @@ def require_answers(obj: dict, path: object, record: object, key: str = "answers
     value: Any = obj.get(key)
     if value is None:
         raise DataError(f"{where(path, record, key)}: missing")
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise DataError(f"{where(path, record, key)}: expected a list of strings, got {type(value).__name__}")
-    if not value:
+    answers = require_str_list({key: [value] if isinstance(value, str) else value}, key, path, record, noun="answer")
+    if not answers:
         raise DataError(f"{where(path, record, key)}: no answers")
-    for i, a in enumerate(value):
-        if not isinstance(a, str):
-            raise DataError(f"{where(path, record, key)}: answer {i} is {type(a).__name__}, not a string")
-        if not a.strip():
-            raise DataError(f"{where(path, record, key)}: answer {i} is empty")
-    return tuple(value)
+    return answers
 
 
-def require_str_list(obj: dict, key: str, path: object, record: object) -> tuple[str, ...]:
-    """Return obj[key] as a tuple of non-empty strings (the list itself may be empty)."""
+def require_str_list(obj: dict, key: str, path: object, record: object, *, noun: str = "item") -> tuple[str, ...]:
+    """Return obj[key] as a tuple of non-empty strings (the list itself may be empty); errors call each a `noun`."""
     value: Any = obj.get(key)
     if value is None:
         raise DataError(f"{where(path, record, key)}: missing")
@@ -50,9 +42,9 @@ def require_str_list(obj: dict, key: str, path: object, record: object) -> tuple
         raise DataError(f"{where(path, record, key)}: expected a list of strings, got {type(value).__name__}")
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise DataError(f"{where(path, record, key)}: item {i} is {type(item).__name__}, not a string")
+            raise DataError(f"{where(path, record, key)}: {noun} {i} is {type(item).__name__}, not a string")
         if not item.strip():
-            raise DataError(f"{where(path, record, key)}: item {i} is empty")
+            raise DataError(f"{where(path, record, key)}: {noun} {i} is empty")
     return tuple(value)
 
 

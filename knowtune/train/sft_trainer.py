@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from knowtune.errors import KnowtuneError
 from knowtune.files import (
@@ -275,7 +274,7 @@ def train_sft(
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except TrainingDiverged as e:
-        last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
+        last = last_complete_checkpoint(out / "checkpoints")
         kept = f"kept the last good checkpoint {last}" if last else "no checkpoint had been saved yet"
         raise TrainingDiverged(f"{out}: {e}; training stopped, {kept}") from None
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused a checkpoint file
