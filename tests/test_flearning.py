@@ -24,6 +24,7 @@ from knowtune.recipes.flearning_cli import (
 )
 from knowtune.recipes.flearning_config import FLearningStudyConfig
 from knowtune.recipes.flearning_findings import analyse_set
+from knowtune.recipes.flearning_lr import choose_rate
 from knowtune.recipes.flearning_study import run_flearning_study, with_context
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import SFTExample, train_sft
@@ -131,6 +132,35 @@ def test_a_bad_lambda_sweep_is_refused_before_any_training(tmp_path, value, mess
         update_command("builtin", "unused.jsonl", "flearning-ft", float("nan"), tmp_path / "u", {})
 
 
+@pytest.mark.parametrize("value, message", [
+    ("{full: []}", "the full grid names no learning rate"),
+    ("{lora: [1e-4, 1.0e-4]}", "the lora grid repeats a learning rate"),
+    ("{full: [-1e-4]}", "key 'lr_grid.full.0': .*greater than 0"),
+    ("{full: [.nan]}", "key 'lr_grid.full.0'"),
+    ("{adam: [1e-4]}", "key 'lr_grid.adam.\\[key\\]'"),
+])
+def test_a_bad_learning_rate_grid_is_refused_before_any_training(tmp_path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        study_flearning_command(tmp_path / "study", "quick", {"lr_grid": value})
+    assert not (tmp_path / "study").exists()
+
+
+def _rate(lr: float, r: float, g: float, loc: float) -> dict:
+    return {"lr": lr, "dev": {"reliability": r, "generality": g, "locality": loc, "n": 16}}
+
+
+def test_learning_rate_rule_on_hand_made_scores():
+    grid = [_rate(2e-5, 0.12, 0.10, 0.95), _rate(5e-5, 0.30, 0.20, 0.70), _rate(1e-4, 0.40, 0.30, 0.50),
+            _rate(2e-4, 0.60, 0.50, 0.10), {"lr": 5e-4, "diverged": "loss became nan"}]
+    assert choose_rate(grid, 0.5) == 1e-4  # the best R/G (35) among rates keeping Locality ≥ 50 %
+    assert choose_rate(grid, 0.8) == 2e-5  # only the smallest rate keeps 80 %
+    assert choose_rate(grid, 0.99) == 2e-5  # none reaches it: the highest Locality
+    tie = [_rate(1e-4, 0.4, 0.4, 0.9), _rate(3e-4, 0.5, 0.3, 0.9)]
+    assert choose_rate(tie, 0.5) == 1e-4  # equal R/G mean: the smaller rate
+    with pytest.raises(ConfigError, match="every learning rate of the grid diverged"):
+        choose_rate([{"lr": 1e-3, "diverged": "nan"}], 0.5)
+
+
 def test_edit_records_round_trip_and_name_the_bad_field(tmp_path):
     write_edit_records(tmp_path / "edits.jsonl", EDITS)
     assert read_edit_records(tmp_path / "edits.jsonl").examples == EDITS
@@ -176,7 +206,7 @@ def test_study_end_to_end_and_resume(tiny_tokenizer, tmp_path, monkeypatch):
                  "lambdas": "[0.5, 2]", "probe.n_exemplar_sets": "2", "probe.n_samples": "2", "probe.k_shot": "1",
                  "probe.max_new_tokens": "6", "max_new_tokens": "6", "full.epochs": "1", "full.learning_rate": "3e-3",
                  "full.batch_size": "4", "lora.epochs": "1", "lora.learning_rate": "3e-3", "lora.batch_size": "4",
-                 "lora.lora_r": "4", "lora.lora_alpha": "8"}
+                 "lora.lora_r": "4", "lora.lora_alpha": "8", "lr_grid": "{full: [3e-3, 1e-3], lora: [3e-3]}"}
     results = study_flearning_command(tmp_path / "study", "quick", overrides)
     assert (tmp_path / "study" / "report.html").read_text().startswith("<!doctype html>")
     saved = json.loads((tmp_path / "study" / "results.json").read_text())
@@ -192,6 +222,14 @@ def test_study_end_to_end_and_resume(tiny_tokenizer, tmp_path, monkeypatch):
     seed_dir = tmp_path / "study" / "builtin" / "seed0"
     assert sorted(p.name for p in (seed_dir / "forget").iterdir()) == ["full", "lora"]
     assert len(list((seed_dir / "runs").iterdir())) == 2 + 3 * 2
+    choice = agg["lr_choice"]
+    assert [r["lr"] for r in choice["full"]["grid"]] == [3e-3, 1e-3] and choice["lora"]["chosen"] == 3e-3
+    assert all(r["dev"]["n"] == 2 and len(r["fit_k_new"]) == 1 for c in choice.values() for r in c["grid"])
+    sweep = [(r["lr"], r["dev"]) for r in choice["full"]["grid"]]
+    assert choice["full"]["chosen"] == choose_rate([{"lr": lr, "dev": d} for lr, d in sweep], 0.5)
+    manifest = json.loads((seed_dir / "manifest.json").read_text())  # every run learned at the chosen rates
+    assert agg["learning_rates"] == {"full": choice["full"]["chosen"], "lora": 3e-3} == {
+        f: manifest[f]["learning_rate"] for f in ("full", "lora")}
     edits = read_edit_records(seed_dir / "edits.jsonl").examples
     assert sum(e.split == "dev" for e in edits) == 2 and all(e.prompt.count("Q: ") == 2 for e in edits)
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from knowtune.probe.config import ProbeConfig
 from knowtune.update.flearning_config import (
     METHODS,
+    Family,
     FamilySettings,
     LambdaSweep,
     MethodId,
 )
 
+LearningRate = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 Category = Literal["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
 
 
@@ -37,6 +39,11 @@ class FLearningStudyConfig(FamilySettings):
     lambdas: LambdaSweep = Field([0.3, 1.0, 3.0], description="the λ sweep of every method that forgets")
     select: Literal["rg", "rgl"] = Field("rg", description="λ criterion on dev edits, token protocol: mean of R and G "
                                          "('rg') or of R, G and L ('rgl'); ties go to the smaller λ")
+    lr_grid: dict[Family, list[LearningRate]] = Field({}, description="learning rates to choose from per family, on the "
+                                                       "first seed's dev edits with the family's plain baseline (empty: "
+                                                       "full.learning_rate and lora.learning_rate as given)")
+    locality_floor: float = Field(0.5, ge=0, le=1, description="learning-rate rule: the best dev mean of R and G (token) "
+                                  "among the rates whose dev Locality reaches this; else the rate with the highest Locality")
     protocols: list[Literal["token", "exact"]] = Field(["token", "exact"], min_length=1)
     max_new_tokens: int = Field(16, ge=1, description="answer cap of the exact protocol (QA-style prompts)")
     eval_batch_size: int = Field(16, ge=1, description="prompts per batch when scoring edits")
@@ -51,6 +58,16 @@ class FLearningStudyConfig(FamilySettings):
         repeated = sorted({v for v in value if value.count(v) > 1})
         if repeated:
             raise ValueError(f"{repeated[0]!r} is listed more than once")
+        return value
+
+    @field_validator("lr_grid")
+    @classmethod
+    def _grids_named(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for family, grid in value.items():
+            if not grid:
+                raise ValueError(f"the {family} grid names no learning rate")
+            if len(set(grid)) < len(grid):
+                raise ValueError(f"the {family} grid repeats a learning rate")
         return value
 
     @field_validator("dev_size")

@@ -157,7 +157,8 @@ def analyse(cfg: FLearningStudyConfig, sets: dict) -> dict:
     for key, s in sets.items():
         per_seed = s["per_seed"]
         agg = analyse_set(cfg, per_seed)
-        agg.update({"spec": s["spec"], "probe_summary": s["probe_summary"],
+        agg.update({"spec": s["spec"], "probe_summary": s["probe_summary"], "lr_choice": s["lr_choice"],
+                    "learning_rates": s["learning_rates"],
                     "forget": {seed: r["forget"] for seed, r in per_seed.items()},
                     "runs": {f"seed{seed}": {n: {k: v for k, v in run.items() if k != "per_edit"} for n, run in r["runs"].items()}
                              for seed, r in per_seed.items()},

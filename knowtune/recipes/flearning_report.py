@@ -60,6 +60,22 @@ def _main_table(page: Page, agg: dict, protocols: list[str]) -> None:
     page.table(header, rows)
 
 
+def _lr_section(page: Page, choice: dict, floor: float) -> None:
+    page.heading("Choosing the learning rates on the dev edits (first seed, before any F-Learning run)", 3)
+    rows = []
+    for family, c in choice.items():
+        for r in c["grid"]:
+            dev = r.get("dev")
+            cells = ["diverged"] * 3 if dev is None else [f"{dev[m] * 100:.1f}" for m in METRICS]
+            fit = " → ".join(f"{f * 100:.0f}" for f in r.get("fit_k_new", []))
+            rows.append([family, METHODS[c["baseline"]].label, f"{r['lr']:g}", *cells, fit, "yes" if r["lr"] == c["chosen"] else ""])
+    page.table(["family", "baseline", "learning rate", "R (token)", "G (token)", "L (token)", "fit on K_new per epoch (%)",
+                "chosen"], rows)
+    page.text(f"Rule, fixed before the sweep: among the rates whose dev Locality reaches {floor * 100:g} %, the best mean of "
+              "dev Reliability and Generality; if none reaches it, the rate with the highest Locality; ties go to the "
+              "smaller rate. Only the plain baselines are trained here, so the choice cannot favour F-Learning.")
+
+
 def _set_section(page: Page, key: str, agg: dict, cfg: dict) -> None:
     page.heading(f"Edit set: {key} ({agg['spec']})")
     page.text(f"Edits per seed: {agg['sizes']['dev']['mean']:g} dev (to choose λ) + {agg['sizes']['test']['mean']:g} test, "
@@ -74,6 +90,8 @@ def _set_section(page: Page, key: str, agg: dict, cfg: dict) -> None:
                   "of the same relation before every prompt.")
         page.table(["relation", *CATEGORIES, "chance"],
                    [[r, *[v[c] for c in CATEGORIES], v.get("chance_rate")] for r, v in ps["per_relation"].items()])
+    if agg.get("lr_choice"):
+        _lr_section(page, agg["lr_choice"], cfg["locality_floor"])
     page.heading("Paper-style table (test edits, λ chosen on dev edits)", 3)
     _main_table(page, agg, cfg["protocols"])
     page.heading("Choosing λ on the dev edits", 3)
@@ -106,9 +124,12 @@ def write_report(results: dict, path: str | Path) -> None:
     cfg = results["config"]
     page = Page("knowtune — F-Learning: forgetting before learning (Ni et al. 2024)")
     full, lora = cfg["full"], cfg["lora"]
+    rates = {k: agg["learning_rates"] for k, agg in results["sets"].items()}
+    lr = {f: ", ".join(sorted({f"{r[f]:g}" for r in rates.values()})) for f in ("full", "lora")}
+    chosen = " (chosen on dev edits)" if cfg.get("lr_grid") else ""
     page.text(f"Model {cfg['model']} · edit sets {', '.join(results['sets'])} · seeds {cfg['seeds']} · λ sweep {cfg['lambdas']} · "
-              f"full fine-tuning lr {full['learning_rate']}, {full['epochs']} epochs, batch {full['batch_size']} · LoRA r {lora['lora_r']}, "
-              f"α {lora['lora_alpha']}, lr {lora['learning_rate']}, {lora['epochs']} epochs · forgetting and learning share each "
+              f"full fine-tuning lr {lr['full']}{chosen}, {full['epochs']} epochs, batch {full['batch_size']} · LoRA r {lora['lora_r']}, "
+              f"α {lora['lora_alpha']}, lr {lr['lora']}{chosen}, {lora['epochs']} epochs · forgetting and learning share each "
               f"family's settings. Protocols, never averaged together: token = EasyEdit's teacher-forced token accuracy "
               "(Locality against the pre-edit argmax), exact = greedy exact match (Locality: answer unchanged).")
     page.heading("Claims: does this run reproduce the paper?")

@@ -1,7 +1,7 @@
-"""The F-Learning study (Ni et al. 2024) as one recipe, per edit set and seed:
-edits → the base model's knowledge of K_old → pre-edit references → forgetting deltas (one per
-family) → every method and baseline over the λ sweep → scores on dev and test edits → analysis →
-report.
+"""The F-Learning study (Ni et al. 2024) as one recipe, per edit set: learning rates chosen on the
+first seed's dev edits (when `lr_grid` names rates; flearning_lr.py), then per seed: edits → the
+base model's knowledge of K_old → pre-edit references → forgetting deltas (one per family) → every
+method and baseline over the λ sweep → scores on dev and test edits; then analysis → report.
 
 Every stage writes into the study directory and is skipped when its output is complete, so a killed
 study resumes where it stopped (a run counts as complete once its `scores.json` exists). The probe
@@ -48,6 +48,7 @@ from knowtune.probe.slick import summarize
 from knowtune.recipes.common import cached_probe
 from knowtune.recipes.flearning_config import FLearningStudyConfig
 from knowtune.recipes.flearning_findings import analyse, run_name
+from knowtune.recipes.flearning_lr import choose_learning_rates
 from knowtune.recipes.flearning_report import write_report
 from knowtune.train.sft_trainer import TrainingDiverged
 from knowtune.update.arithmetic import StateDict
@@ -236,8 +237,15 @@ def run_flearning_study(cfg: FLearningStudyConfig, out: str | Path, progress: bo
             known, probe_summary = known_facts(cfg, data, lm)
             builtin = (data, known)
             atomic_write_json(out / key / "probe_summary.json", probe_summary)
-        per_seed = {seed: run_seed(cfg, spec, seed, out / key / f"seed{seed}", lm, builtin, progress) for seed in cfg.seeds}
-        sets[key] = {"spec": spec, "per_seed": per_seed, "probe_summary": probe_summary}
+        set_cfg, lr_choice = cfg, None
+        if cfg.lr_grid:
+            lr_choice = choose_learning_rates(cfg, study_edits(cfg, spec, cfg.seeds[0], builtin), lm, out / key / "lr_sweep",
+                                              progress)
+            set_cfg = cfg.model_copy(update={f: cfg.sft(f).model_copy(update={"learning_rate": c["chosen"]})
+                                             for f, c in lr_choice.items()})
+        per_seed = {seed: run_seed(set_cfg, spec, seed, out / key / f"seed{seed}", lm, builtin, progress) for seed in cfg.seeds}
+        sets[key] = {"spec": spec, "per_seed": per_seed, "probe_summary": probe_summary, "lr_choice": lr_choice,
+                     "learning_rates": {f: set_cfg.sft(f).learning_rate for f in ("full", "lora")}}
     results = analyse(cfg, sets)
     results["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     atomic_write_json(out / "results.json", results)
