@@ -14,6 +14,7 @@ from knowtune.data import load_qa, select_examples
 from knowtune.data.edit_records import read_edit_records, write_edit_records
 from knowtune.data.edits import EditExample
 from knowtune.errors import ConfigError, DataError, KnowtuneError
+from knowtune.evaluate.edit_metrics import edit_scores, pre_edit_reference
 from knowtune.evaluate.qa import qa_prompt
 from knowtune.probe.prompts import question_block
 from knowtune.recipes.config import load_study_config
@@ -71,6 +72,23 @@ def test_lambda_zero_is_plain_fine_tuning(tiny_tokenizer, tmp_path, fl, base):
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert ra.metrics == rb.metrics
+
+
+def _families(**kw) -> FamilySettings:
+    return FamilySettings(full=_cfg(method="full", **kw), lora=_cfg(method="lora", lora_r=4, lora_alpha=8, **kw))
+
+
+@pytest.mark.parametrize("method", ["ft", "lora"])
+def test_a_vanishing_learning_rate_leaves_locality_whole(tiny_tokenizer, tmp_path, method):
+    # Locality measures what training changed, not what the training machinery did to the model
+    # (modes, adapters, dtypes): an update too small to move any argmax must score 100 %.
+    ref = pre_edit_reference(make_tiny_model(tiny_tokenizer), tiny_tokenizer, EDITS, "token")
+    still = forget_then_learn(make_tiny_model(tiny_tokenizer), tiny_tokenizer, EDITS, METHODS[method], None, None,
+                              _families(learning_rate=1e-12), tmp_path / "still", progress=False)
+    assert edit_scores(still.model, tiny_tokenizer, EDITS, ref).locality == 1.0
+    moved = forget_then_learn(make_tiny_model(tiny_tokenizer), tiny_tokenizer, EDITS, METHODS[method], None, None,
+                              _families(learning_rate=3e-2, epochs=4), tmp_path / "moved", progress=False)
+    assert edit_scores(moved.model, tiny_tokenizer, EDITS, ref).locality < 1.0  # a real update does move it
 
 
 @pytest.mark.parametrize("family", ["full", "lora"])
@@ -157,6 +175,8 @@ def test_learning_rate_rule_on_hand_made_scores():
     assert choose_rate(grid, 0.99) == 2e-5  # none reaches it: the highest Locality
     tie = [_rate(1e-4, 0.4, 0.4, 0.9), _rate(3e-4, 0.5, 0.3, 0.9)]
     assert choose_rate(tie, 0.5) == 1e-4  # equal R/G mean: the smaller rate
+    no_locality = [_rate(1e-4, 0.2, None, None), _rate(3e-4, 0.3, None, None)]
+    assert choose_rate(no_locality, 0.5) == 3e-4  # edits without locality or rephrase prompts: Reliability alone
     with pytest.raises(ConfigError, match="every learning rate of the grid diverged"):
         choose_rate([{"lr": 1e-3, "diverged": "nan"}], 0.5)
 

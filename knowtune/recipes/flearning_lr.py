@@ -17,7 +17,11 @@ from pathlib import Path
 from rich.console import Console
 
 from knowtune.errors import ConfigError
-from knowtune.evaluate.edit_metrics import PreEditReference, edit_scores, pre_edit_reference
+from knowtune.evaluate.edit_metrics import (
+    PreEditReference,
+    edit_scores,
+    pre_edit_reference,
+)
 from knowtune.files import atomic_write_json, fingerprint, read_json
 from knowtune.models import LoadedModel, load_model
 from knowtune.recipes.flearning_config import FLearningStudyConfig
@@ -29,16 +33,21 @@ console = Console(stderr=True)
 BASELINE = {"full": "ft", "lora": "lora"}
 
 
+def _mean(r: dict, metrics: tuple[str, ...]) -> float:
+    vals = [r["dev"][m] for m in metrics if r["dev"][m] is not None]
+    return sum(vals) / len(vals) if vals else 1.0  # edits without such prompts cannot show damage there
+
+
 def choose_rate(rows: list[dict], floor: float) -> float:
     """The rule: among rates whose dev Locality reaches `floor`, the best mean of dev Reliability and
     Generality; if none reaches it, the rate with the highest Locality. Ties go to the smaller rate."""
     ok = [r for r in rows if "diverged" not in r]
     if not ok:
         raise ConfigError("every learning rate of the grid diverged; give smaller rates in lr_grid")
-    passing = [r for r in ok if r["dev"]["locality"] >= floor]
+    passing = [r for r in ok if _mean(r, ("locality",)) >= floor]
     if passing:
-        return max(passing, key=lambda r: ((r["dev"]["reliability"] + r["dev"]["generality"]) / 2, -r["lr"]))["lr"]
-    return max(ok, key=lambda r: (r["dev"]["locality"], -r["lr"]))["lr"]
+        return max(passing, key=lambda r: (_mean(r, ("reliability", "generality")), -r["lr"]))["lr"]
+    return max(ok, key=lambda r: (_mean(r, ("locality",)), -r["lr"]))["lr"]
 
 
 def _sweep_run(cfg: FLearningStudyConfig, family: str, lr: float, edits, ref, lm: LoadedModel, run_dir: Path,

@@ -66,7 +66,7 @@ def _lr_section(page: Page, choice: dict, floor: float) -> None:
     for family, c in choice.items():
         for r in c["grid"]:
             dev = r.get("dev")
-            cells = ["diverged"] * 3 if dev is None else [f"{dev[m] * 100:.1f}" for m in METRICS]
+            cells = ["diverged"] * 3 if dev is None else ["n/a" if dev[m] is None else f"{dev[m] * 100:.1f}" for m in METRICS]
             fit = " → ".join(f"{f * 100:.0f}" for f in r.get("fit_k_new", []))
             rows.append([family, METHODS[c["baseline"]].label, f"{r['lr']:g}", *cells, fit, "yes" if r["lr"] == c["chosen"] else ""])
     page.table(["family", "baseline", "learning rate", "R (token)", "G (token)", "L (token)", "fit on K_new per epoch (%)",
