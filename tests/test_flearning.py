@@ -49,7 +49,11 @@ def _cfg(**kw) -> SFTConfig:
                         "save_weights": False, **kw})
 
 
-FAMILIES = FamilySettings(full=_cfg(method="full"), lora=_cfg(method="lora", lora_r=4, lora_alpha=8))
+def _families(**kw) -> FamilySettings:
+    return FamilySettings(full=_cfg(method="full", **kw), lora=_cfg(method="lora", lora_r=4, lora_alpha=8, **kw))
+
+
+FAMILIES = _families()
 
 
 def test_training_sets_are_k_old_and_k_new_with_the_answer_newline():
@@ -72,10 +76,6 @@ def test_lambda_zero_is_plain_fine_tuning(tiny_tokenizer, tmp_path, fl, base):
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert ra.metrics == rb.metrics
-
-
-def _families(**kw) -> FamilySettings:
-    return FamilySettings(full=_cfg(method="full", **kw), lora=_cfg(method="lora", lora_r=4, lora_alpha=8, **kw))
 
 
 @pytest.mark.parametrize("method", ["ft", "lora"])
@@ -245,8 +245,7 @@ def test_study_end_to_end_and_resume(tiny_tokenizer, tmp_path, monkeypatch):
     choice = agg["lr_choice"]
     assert [r["lr"] for r in choice["full"]["grid"]] == [3e-3, 1e-3] and choice["lora"]["chosen"] == 3e-3
     assert all(r["dev"]["n"] == 2 and len(r["fit_k_new"]) == 1 for c in choice.values() for r in c["grid"])
-    sweep = [(r["lr"], r["dev"]) for r in choice["full"]["grid"]]
-    assert choice["full"]["chosen"] == choose_rate([{"lr": lr, "dev": d} for lr, d in sweep], 0.5)
+    assert choice["full"]["chosen"] == choose_rate(choice["full"]["grid"], 0.5)
     manifest = json.loads((seed_dir / "manifest.json").read_text())  # every run learned at the chosen rates
     assert agg["learning_rates"] == {"full": choice["full"]["chosen"], "lora": 3e-3} == {
         f: manifest[f]["learning_rate"] for f in ("full", "lora")}

@@ -50,7 +50,7 @@ def choose_rate(rows: list[dict], floor: float) -> float:
     return max(ok, key=lambda r: (_mean(r, ("locality",)), -r["lr"]))["lr"]
 
 
-def _sweep_run(cfg: FLearningStudyConfig, family: str, lr: float, edits, ref, lm: LoadedModel, run_dir: Path,
+def _sweep_run(cfg: FLearningStudyConfig, family: str, lr: float, edits, dev, ref, lm: LoadedModel, run_dir: Path,
                progress: bool) -> dict:
     started = time.time()
     settings = cfg.model_copy(update={family: cfg.sft(family).model_copy(update={"learning_rate": lr})})
@@ -60,7 +60,6 @@ def _sweep_run(cfg: FLearningStudyConfig, family: str, lr: float, edits, ref, lm
     except TrainingDiverged as e:
         console.print(f"[red]{e}[/red]")
         return {"lr": lr, "diverged": str(e)}
-    dev = [e for e in edits if e.split == "dev"]
     s = edit_scores(res.model, lm.tokenizer, dev, ref, batch_size=cfg.eval_batch_size)
     return {"lr": lr, "dev": {"reliability": s.reliability, "generality": s.generality, "locality": s.locality, "n": len(dev)},
             "fit_k_new": [m["fit"] for m in res.metrics], "seconds": round(time.time() - started, 1)}
@@ -89,7 +88,7 @@ def choose_learning_rates(cfg: FLearningStudyConfig, edits: list, lm: LoadedMode
             if not (run_dir / "scores.json").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before scoring kept no weights: train again
                 console.print(f"[lr {i}/{len(grid)}] {METHODS[BASELINE[family]].label} at learning rate {lr:g}")
-                atomic_write_json(run_dir / "scores.json", _sweep_run(cfg, family, lr, edits, ref, lm, run_dir, progress))
+                atomic_write_json(run_dir / "scores.json", _sweep_run(cfg, family, lr, edits, dev, ref, lm, run_dir, progress))
             rows.append(read_json(run_dir / "scores.json"))
         chosen = choose_rate(rows, cfg.locality_floor)
         console.print(f"{family} fine-tuning: learning rate {chosen:g} chosen on the dev edits")
