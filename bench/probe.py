@@ -33,12 +33,12 @@ def _setup(args):
     torch.set_num_threads(args.threads)
     data = load_qa("builtin")
     examples = select_examples(data, "test", None, args.questions)
-    cfg = probe_config("paper", n_exemplar_sets=args.sets, seed=args.seed)
+    cfg = probe_config("paper", {"n_exemplar_sets": str(args.sets), "seed": str(args.seed)})
     return data, examples, cfg, load_model(args.model)
 
 
 def _knowtune(args, queue):
-    from knowtune.probe.engine import HFTreeEngine
+    from knowtune.engine import HFTreeEngine
     from knowtune.probe.slick import probe_examples
 
     data, examples, cfg, lm = _setup(args)
@@ -62,9 +62,9 @@ def _knowtune(args, queue):
 def _baseline(args, queue):
     import torch
 
+    from knowtune.data.formats import build_prompt, exemplar_sets
+    from knowtune.engine import answer_text
     from knowtune.matching import is_correct
-    from knowtune.probe.engine import answer_text
-    from knowtune.probe.prompts import build_prompt, exemplar_sets
     from knowtune.probe.slick import slick_category
 
     data, examples, cfg, lm = _setup(args)

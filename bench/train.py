@@ -29,12 +29,12 @@ def _setup(args):
     from knowtune.data import load_qa, select_examples
     from knowtune.evaluate.qa import qa_prompt
     from knowtune.models import load_model
-    from knowtune.recipes.config import load_study_config
-    from knowtune.recipes.slick_config import SlickStudyConfig
+    from knowtune.settings import load_study_config
+    from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
     from knowtune.train.sft_trainer import SFTExample
 
     torch.set_num_threads(args.threads)
-    cfg = load_study_config(SlickStudyConfig, "slick", "quick", {})
+    cfg = load_study_config(NewKnowledgeConfig, "slick", "quick", {})
     data = load_qa(cfg.data)
     rel = ",".join(cfg.relations)
     train = select_examples(data, "train", rel, cfg.size)
@@ -74,9 +74,9 @@ def _baseline(args, queue):
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from knowtune.engine import answer_text
     from knowtune.evaluate.qa import qa_prompt
     from knowtune.matching import is_correct
-    from knowtune.probe.engine import answer_text
     from knowtune.train.sft_trainer import _collate, _PairDataset
 
     cfg, examples, evals, sft, lm = _setup(args)

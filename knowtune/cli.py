@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from knowtune.errors import ConfigError, KnowtuneError
+from knowtune.settings import parse_overrides, validated, with_overrides
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Knowledge-aware fine-tuning of language models."
@@ -30,25 +30,9 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """Parse `key=value` command-line overrides (values are validated by the config model)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {pair!r} is not key=value")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def parse_settings(pairs: list[str]) -> dict:
-    """`key=value` overrides as a nested dict, as the study commands read them: dotted keys are sections, values YAML."""
-    from knowtune.recipes.config import set_key
-
-    tree: dict = {}
-    for key, value in parse_overrides(pairs).items():
-        set_key(tree, key, value)
-    return tree
+    """`--set key=value` pairs as a nested dict: dotted keys are sections, values YAML."""
+    return with_overrides({}, parse_overrides(pairs))
 
 
 def probe_records(path: Path) -> list[dict]:
@@ -61,13 +45,6 @@ def probe_records(path: Path) -> list[dict]:
         raise ConfigError(f"{path}: no probe records")
     check_unique_ids([r["id"] for r in records], path)
     return records
-
-
-def validation_message(e: ValidationError, what: str) -> str:
-    """One line from a pydantic error: the key path and what is wrong with it."""
-    err = e.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(root)"
-    return f"{what}: key '{key}': {err['msg']}"
 
 
 def category_table(summary: dict, title: str) -> Table:
@@ -107,16 +84,12 @@ def probe(
 ) -> None:
     """Probe what a model knows: SliCK categories per question."""
     from knowtune.data import load_qa, select_examples
-    from knowtune.memory import check_probe_fits
+    from knowtune.engine import HFTreeEngine
     from knowtune.models import describe, load_model
     from knowtune.probe.config import probe_config
-    from knowtune.probe.engine import HFTreeEngine
-    from knowtune.probe.slick import run_probe
+    from knowtune.probe.slick import check_probe_fits, run_probe
 
-    try:
-        cfg = probe_config(preset, **{"seed": seed, **parse_settings(set_)})
-    except ValidationError as e:
-        raise ConfigError(validation_message(e, "probe settings")) from None
+    cfg = probe_config(preset, {"seed": str(seed), **parse_overrides(set_)})
     dataset = load_qa(data)
     examples = select_examples(dataset, split, relations, limit)
     if not examples:
@@ -138,7 +111,7 @@ def curate(
     idk_unknown_percent: int = typer.Option(50, min=0, max=100, help="The mixture D_IDK relabels."),
 ) -> None:
     """Build the study's training sets: X % Unknown mixtures, single categories, D_Natural, D_Known, D_IDK."""
-    from knowtune.curate.slick_mixtures import describe_set, study_sets
+    from knowtune.curate.new_knowledge_sets import describe_set, study_sets
     from knowtune.files import (
         atomic_write_json,
         atomic_write_jsonl,
@@ -170,26 +143,24 @@ def curate(
 @app.command()
 def train(
     model: str = typer.Option("builtin", help="Model spec to fine-tune."),
-    train_set: Path = typer.Option(..., "--train", help="A curated set (<set>.jsonl from `knowtune curate`)."),
+    train_set: Path = typer.Option(..., "--train", help="JSONL of {question, answer} or {prompt, target} rows, optional "
+                                   "group (a curated <set>.jsonl from `knowtune curate` works as it is)."),
     out: Path = typer.Option(..., help="Run directory: metrics.jsonl, early_stop/, convergence/ (re-run to resume)."),
     dev: Path | None = typer.Option(None, help="Probe records for dev accuracy (EARLY_STOP selection)."),
     test: Path | None = typer.Option(None, help="Probe records for test accuracy per category."),
     set_: list[str] = typer.Option([], "--set", help="Override a training setting, e.g. --set method=lora."),
 ) -> None:
-    """Fine-tune on question → answer pairs, recording fit per category and accuracy after every epoch."""
+    """Fine-tune on question → answer pairs, recording fit per group (e.g. SliCK category) and accuracy after every epoch."""
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.files import versions
     from knowtune.models import load_model
     from knowtune.provenance import check_inputs, provenance_of
-    from knowtune.recipes.slick_study import sft_examples
+    from knowtune.train.examples import read_examples
     from knowtune.train.sft_config import SFTConfig
     from knowtune.train.sft_trainer import train_sft
 
-    try:
-        cfg = SFTConfig(**parse_settings(set_))
-    except ValidationError as e:
-        raise ConfigError(validation_message(e, "training settings")) from None
-    examples = sft_examples(probe_records(train_set))
+    cfg = validated(SFTConfig, parse_settings(set_), "training settings")
+    examples = read_examples(train_set)
     evals = {name: probe_records(path) for name, path in (("dev", dev), ("test", test)) if path is not None}
     lm = load_model(model)
     check_inputs(model, lm.fingerprint, {"--train": train_set, "--dev": dev, "--test": test})
@@ -217,9 +188,12 @@ def update(
     set_: list[str] = typer.Option([], "--set", help="e.g. --set full.epochs=5 --set lora.learning_rate=1e-3"),
 ) -> None:
     """Update knowledge: F-Learning (forget K_old, then learn K_new) or a fine-tuning baseline."""
-    from knowtune.recipes.flearning_cli import update_command
+    from knowtune.data.edit_records import resolve_edits
+    from knowtune.update.flearning import run_update
+    from knowtune.update.flearning_config import FLearningConfig
 
-    update_command(model, edits, method, lam, out, parse_overrides(set_))
+    cfg = validated(FLearningConfig, with_overrides({"method": method, "lam": lam}, parse_overrides(set_)), "update settings")
+    run_update(model, resolve_edits(edits).examples, cfg, out)
     console.print(f"edited model: {out / 'learn' / 'convergence'}   summary: {out / 'update.json'}")
 
 
@@ -228,21 +202,37 @@ def evaluate(
     model: str = typer.Option("builtin", help="Model spec (e.g. a run's early_stop/ or convergence/ directory)."),
     records: Path | None = typer.Option(None, help="Probe records (probe.jsonl) of the questions to answer, with categories."),
     edits: str | None = typer.Option(None, help="Edit data: score Reliability / Generality / Locality instead of QA."),
+    mc: str | None = typer.Option(None, help="A multiple-choice set ('builtin', MMLU CSVs, hf:cais/mmlu): letter-logit "
+                                             "accuracy on its test split, against chance."),
     protocol: str = typer.Option("both", help="Edit metrics: token (EasyEdit teacher-forced), exact (greedy exact match) or both."),
     reference_model: str = typer.Option("builtin", help="Edit metrics: the pre-edit model Locality is measured against."),
-    out: Path | None = typer.Option(None, help="Write metrics and predictions to this JSON file."),
+    k_shot: int = typer.Option(5, min=0, help="Multiple choice: exemplars per prompt."),
+    seed: int = typer.Option(0, help="Multiple choice: fixes the exemplars."),
+    out: Path | None = typer.Option(None, help="Write metrics and predictions to this JSON file (--mc: a directory)."),
     batch_size: int = typer.Option(32, min=1),
 ) -> None:
-    """Closed-book QA by SliCK category (--records), or edit metrics (--edits)."""
-    if (records is None) == (edits is None):
-        raise ConfigError("give exactly one of --records (QA) and --edits (edit metrics)")
-    if edits is not None:
-        from knowtune.recipes.flearning_cli import evaluate_edits_command
+    """Closed-book QA by SliCK category (--records), edit metrics (--edits) or multiple choice (--mc)."""
+    if sum(x is not None for x in (records, edits, mc)) != 1:
+        raise ConfigError("give exactly one of --records (QA), --edits (edit metrics) and --mc (multiple choice)")
+    from knowtune.files import atomic_write_json
 
-        console.print_json(data=evaluate_edits_command(model, edits, protocol, reference_model, out)["scores"])
+    if edits is not None:
+        from knowtune.evaluate.edit_metrics import PROTOCOLS, evaluate_edited_model
+
+        protocols = list(PROTOCOLS) if protocol == "both" else [protocol]
+        if any(p not in PROTOCOLS for p in protocols):
+            raise ConfigError(f"unknown edit-metric protocol {protocol!r}; use token, exact or both")
+        result = evaluate_edited_model(model, edits, protocols, reference_model)
+        if out is not None:
+            atomic_write_json(out, result)
+        console.print_json(data=result["scores"])
+        return
+    if mc is not None:
+        if out is None:
+            raise ConfigError("--mc needs --out, the directory for predictions.jsonl and summary.json")
+        print_mc_summary(*evaluate_mc(model, mc, out, k_shot, seed), out)
         return
     from knowtune.evaluate.qa import evaluate_qa
-    from knowtune.files import atomic_write_json
     from knowtune.models import load_model
     from knowtune.provenance import check_inputs
 
@@ -256,58 +246,32 @@ def evaluate(
     console.print_json(data=metrics)
 
 
-def print_findings(title: str, rows: list[tuple[str, bool | None, str]], out: Path) -> None:
-    """A study's verdicts, finding by finding, and where its report and results are."""
+def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int) -> tuple[dict, str]:
+    """Letter-logit multiple choice on `data`'s test split into `out` (predictions.jsonl, summary.json)."""
+    from knowtune.evaluate.multiple_choice import evaluate_mc_test
+    from knowtune.files import atomic_write_json, atomic_write_jsonl
+
+    preds, summary = evaluate_mc_test(model, data, k_shot, seed)
+    atomic_write_jsonl(out / "predictions.jsonl", [p.to_dict() for p in preds])
+    atomic_write_json(out / "summary.json", summary)
+    return summary, f"{model} on {data} (test, {k_shot}-shot)"
+
+
+def print_mc_summary(summary: dict, title: str, out: Path) -> None:
+    """Accuracy per domain and subject, the test against chance, and where the outputs are."""
     table = Table(title=title)
-    for col in ("finding", "reproduced", "this run"):
-        table.add_column(col)
-    for claim, reproduced, this_run in rows:
-        table.add_row(claim, {True: "yes", False: "NO", None: "n/a"}[reproduced], this_run)
+    for column in ("domain / subject", "n", "accuracy"):
+        table.add_column(column, justify="left" if column.startswith("domain") else "right")
+    for name, row in list(summary["domains"].items()) + [(f"  {s}", r) for s, r in summary["subjects"].items()]:
+        table.add_row(name, str(row["n"]), f"{row['accuracy']:.3f}")
+    check = summary["chance_check"]
+    table.add_row("[b]all[/b]", str(check["n"]), f"{check['accuracy']:.3f}")
     console.print(table)
-    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
-
-
-@study_app.command("slick")
-def study_slick(
-    out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
-    preset: str = typer.Option("quick", help="quick (CPU, minutes), cpu (≥3 seeds, the evidence run) or paper (GPU)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set size=32 --set train.epochs=4."),
-) -> None:
-    """Gekhman et al. 2024 end to end: probe → curate → train every variant → evaluate → report."""
-    from knowtune.recipes.config import load_study_config
-    from knowtune.recipes.slick_config import SlickStudyConfig
-    from knowtune.recipes.slick_study import run_slick_study
-
-    cfg = load_study_config(SlickStudyConfig, "slick", preset, parse_overrides(set_))
-    results = run_slick_study(cfg, out)
-    print_findings("findings", [(f["claim"], f["reproduced"], f["this_run"]) for f in results["findings"]], out)
-
-
-@study_app.command("flearning")
-def study_flearning(
-    out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
-    preset: str = typer.Option("quick", help="quick (CPU), cpu (3 seeds) or paper (CounterFact + zsRE, GPU)."),
-    set_: list[str] = typer.Option([], "--set", help="e.g. --set lambdas=[0.3,1,3] --set full.epochs=3"),
-) -> None:
-    """Ni et al. 2024 end to end: probe → edits → forget once per family → every method over λ → report."""
-    from knowtune.recipes.flearning_cli import study_flearning_command
-
-    results = study_flearning_command(out, preset, parse_overrides(set_))
-    print_findings("claims (verdict under the token protocol)",
-                   [(f"{f['set']}: {f['claim']}", f["reproduced"], f["this_run"]) for f in results["findings"]], out)
-
-
-@study_app.command("self-align")
-def study_self_align(
-    out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
-    preset: str = typer.Option("quick", help="quick (CPU), cpu (3 seeds) or mmlu (GPU)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.method=lora."),
-) -> None:
-    """Ren et al. 2024 end to end: probe → harmonious / incompatible / self-aligning → fine-tune → HOMO / ID / OOD → report."""
-    from knowtune.recipes.selfalign_cli import study_selfalign_command
-
-    study_selfalign_command(out, preset, parse_overrides(set_))
-    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+    console.print(f"chance 0.25: one-sided binomial p = {check['p_value']:.3g} "
+                  f"({'above' if check['above_chance'] else 'NOT above'} chance); predicted letters "
+                  f"{check['predicted_letters']}; always '{check['best_constant_letter']}' would score "
+                  f"{check['best_constant_accuracy']:.3f}")
+    console.print(f"predictions: {out / 'predictions.jsonl'}   summary: {out / 'summary.json'}")
 
 
 @app.command("probe-mc")
@@ -319,9 +283,61 @@ def probe_mc(
     seed: int = typer.Option(0, help="Fixes the exemplars."),
 ) -> None:
     """Multiple-choice letter-logit probe on the test split: accuracy per domain and subject, against chance."""
-    from knowtune.recipes.selfalign_cli import probe_mc_command
+    print_mc_summary(*evaluate_mc(model, data, out, k_shot, seed), out)
 
-    probe_mc_command(model, data, out, k_shot, seed)
+
+def print_findings(study, results: dict, out: Path) -> None:
+    """A study's caveats and its verdicts, finding by finding, and where its report and results are."""
+    from knowtune.studies.stats import Finding
+
+    for line in results.get("caveats", []):
+        console.print(f"[yellow]caveat:[/yellow] {line}")
+    table = Table(title=f"findings ({study.paper})")
+    for col in ("finding", "reproduced", "this run", "paper"):
+        table.add_column(col)
+    for f in map(Finding.from_dict, results["findings"]):
+        claim = f"{f.extra['set']}: {f.claim}" if "set" in f.extra else f.claim
+        table.add_row(claim, f.verdict + (" (base at chance)" if f.extra.get("base_at_chance") else ""), f.this_run, f.paper)
+    console.print(table)
+    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
+
+
+def study_command(study):
+    """`knowtune study <name>` for one registered study."""
+    def command(
+        out: Path = typer.Option(..., help="Study directory (re-run with the same one to resume)."),
+        preset: str = typer.Option("quick", help=f"One of {', '.join(study.presets())}: quick (CPU, minutes), "
+                                                  "cpu (≥ 3 seeds, the evidence run), paper (the paper's data and settings, GPU)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set seeds=[0,1] --set train.epochs=4."),
+    ) -> None:
+        cfg = study.load_config(preset, parse_overrides(set_))
+        print_findings(study, study.run(cfg, out), out)
+
+    command.__doc__ = f"{study.paper} end to end: {study.summary}"
+    return command
+
+
+@study_app.command("list")
+def study_list() -> None:
+    """List the studies with their papers and presets."""
+    from knowtune.studies.registry import discover
+
+    table = Table(title="studies")
+    for col in ("study", "paper", "presets", "what it runs"):
+        table.add_column(col)
+    for name, study in discover().items():
+        table.add_row(name, study.paper, ", ".join(study.presets()), study.summary)
+    console.print(table)
+
+
+def _add_study_commands() -> None:
+    from knowtune.studies.registry import discover
+
+    for name, study in discover().items():
+        study_app.command(name)(study_command(study))
+
+
+_add_study_commands()
 
 
 @data_app.command("list")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from knowtune.errors import DataError, where
+from knowtune.errors import ConfigError, DataError, where
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -170,6 +170,28 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _brief(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_or_write_manifest(path: str | Path, manifest: dict, what: str, compare: Iterable[str] | None = None) -> None:
+    """The resume guard of every run directory: write `manifest` to `path`, or, when an earlier run
+    wrote one there, refuse unless the two agree on every key of `compare` (default: all), naming the
+    first key that differs with both values. So a run never mixes its work with another's."""
+    path = Path(path)
+    if not path.exists():
+        atomic_write_json(path, manifest)
+        return
+    old = read_json(path)
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path}: not a knowtune manifest (expected a JSON object); use another output directory or delete it")
+    for key in manifest if compare is None else compare:
+        if old.get(key) != manifest[key]:
+            raise ConfigError(f"{path}: this directory holds {what} with a different {key} "
+                              f"({_brief(old.get(key))} vs {_brief(manifest[key])}); use another output directory or delete it")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,4 +1,4 @@
-"""Answer matching exactly as DESIGN.md defines it: normalised exact match against any alias."""
+"""Answer matching exactly as docs/design.md defines it: normalised exact match against any alias."""
 
 from __future__ import annotations
 

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from knowtune.data.records import QAExample
 from knowtune.errors import ConfigError
-from knowtune.probe.config import ProbeConfig
-from knowtune.probe.prompts import exemplar_block
-from knowtune.train.sft_config import SFTConfig
 
 # Bytes a loss needs per token and vocabulary entry: the float32 logits and their gradient.
 LOGIT_BYTES = 4 * 2
@@ -94,12 +88,14 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str] | str) ->
     return total
 
 
-def training_estimate(model: torch.nn.Module, cfg: SFTConfig, batch: int, seq_len: int) -> Estimate:
-    """Bytes to fine-tune `model` with AdamW on batches of `batch` sequences of `seq_len` tokens."""
+def training_estimate(model: torch.nn.Module, batch: int, seq_len: int, *, lora: tuple[int, list[str] | str] | None = None,
+                      bf16: bool = False) -> Estimate:
+    """Bytes to fine-tune `model` with AdamW on batches of `batch` sequences of `seq_len` tokens, all its
+    weights or, with `lora` = (r, target modules), LoRA adapters; `bf16` activations under autocast."""
     size = next(model.parameters()).element_size()
     weights = _weight_bytes(model)
-    if cfg.method == "lora":
-        trainable = lora_parameters(model, cfg.lora_r, cfg.lora_target_modules)
+    if lora is not None:
+        trainable = lora_parameters(model, *lora)
         weights += trainable * size
     else:
         trainable = sum(p.numel() for p in model.parameters())
@@ -110,7 +106,7 @@ def training_estimate(model: torch.nn.Module, cfg: SFTConfig, batch: int, seq_le
     # float32 at SmolLM2's intermediate/hidden = 2.67). Korthikanti et al. (2022)'s "34 bytes per hidden
     # unit" counts 2-byte values, a GELU MLP and dropout masks; a SwiGLU MLP saves 4 intermediate
     # tensors, not 2. SDPA does not store the attention matrix, so no term grows with seq_len².
-    act_size = 2 if cfg.bf16 else size
+    act_size = 2 if bf16 else size
     per_token = c.num_hidden_layers * (9 * c.hidden_size + 4 * inter) * act_size + c.vocab_size * LOGIT_BYTES
     parts = {"weights": weights, "gradients": trainable * size, "Adam state": 2 * trainable * size,
              "activations": batch * seq_len * per_token}
@@ -157,19 +153,3 @@ def check_fits(estimate: Estimate, model: torch.nn.Module) -> None:
     resident = sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type == estimate.device.type)
     if estimate.total > free + resident:
         raise ConfigError(estimate.refusal(free + resident))
-
-
-def check_training_fits(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], cfg: SFTConfig) -> None:
-    """Refuse fine-tuning on (prompt, target) `pairs` (at least one) that cannot fit; a batch is never
-    larger than the set, and the longest pair sets the sequence length."""
-    seq_len = max(len(ids) for ids in tokenizer([prompt + target for prompt, target in pairs])["input_ids"])
-    check_fits(training_estimate(model, cfg, min(cfg.batch_size, len(pairs)), seq_len), model)
-
-
-def check_probe_fits(model: torch.nn.Module, tokenizer, examples: Sequence[QAExample], cfg: ProbeConfig, batch: int) -> None:
-    """Refuse a probe of `examples` (at least one) that cannot fit, with at most `batch` questions per
-    forward (the probe batches one relation at a time); prompts are k_shot + 1 blocks as long as the longest."""
-    largest_relation = max(Counter(e.relation for e in examples).values())
-    block = max(len(ids) for ids in tokenizer([exemplar_block(e) for e in examples])["input_ids"])
-    seq_len = (cfg.k_shot + 1) * block + cfg.max_new_tokens
-    check_fits(probe_estimate(model, min(batch, largest_relation), cfg.n_samples, seq_len), model)

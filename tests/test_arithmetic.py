@@ -7,14 +7,24 @@ import copy
 
 import pytest
 import torch
+from conftest import make_tiny_model
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from conftest import make_tiny_model
 from knowtune.errors import KnowtuneError
 from knowtune.update.arithmetic import (
-    TensorMismatchError, add, apply, apply_to_model, load_tensors, lora_delta, lora_delta_from_dir,
-    lora_delta_of_model, save_tensors, scale, subtract, task_vector,
+    TensorMismatchError,
+    add,
+    apply,
+    apply_to_model,
+    load_tensors,
+    lora_delta,
+    lora_delta_from_dir,
+    lora_delta_of_model,
+    save_tensors,
+    scale,
+    subtract,
+    task_vector,
 )
 
 

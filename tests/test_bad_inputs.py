@@ -53,7 +53,7 @@ ROWS = [
     Row("unknown-data-format", "data show {d}/notes.txt", ("notes.txt: cannot tell the format; use a prefix such as jsonl:",)),
     Row("unknown-dataset-name", "data show entityquestionz", ("entityquestionz: no such file or directory (and not a known dataset",)),
     Row("empty-probe-records", "evaluate --model {model} --records {d}/empty.jsonl", ("empty.jsonl: no probe records",)),
-    Row("empty-training-set", "train --model {model} --train {d}/empty.jsonl --out {out}", ("empty.jsonl: no probe records",)),
+    Row("empty-training-set", "train --model {model} --train {d}/empty.jsonl --out {out}", ("empty.jsonl: no training examples",)),
     Row("output-path-is-a-file", "probe --model {model} --limit 2 --out {d}/notes.txt", ("notes.txt: exists and is not a directory",), code=1),
     # malformed JSON / JSONL / CSV
     Row("malformed-jsonl-line", "probe --data {d}/malformed.jsonl --out {out}", ("malformed.jsonl, record on line 2: malformed JSON",)),
@@ -79,7 +79,7 @@ ROWS = [
     Row("answer-not-a-string", "probe --data {d}/intanswer.jsonl --out {out}",
         ("intanswer.jsonl, record q1, field 'answers': answer 1 is int, not a string",)),
     Row("duplicate-ids", "data show {d}/dupids.jsonl", ("dupids.jsonl, record q1, field 'id': duplicate id",)),
-    Row("probe-record-without-category", "train --model {model} --train {d}/probe_nocat.jsonl --out {out}",
+    Row("probe-record-without-category", "evaluate --model {model} --records {d}/probe_nocat.jsonl",
         ("probe_nocat.jsonl, record on line 1, field 'category': missing",)),
     Row("unknown-category", "curate --probe {d}/probe_badcat.jsonl --size 1 --out {out}",
         ("probe_badcat.jsonl, record on line 1, field 'category': unknown 'Known'",)),
@@ -93,21 +93,21 @@ ROWS = [
     # unknown names: relations, splits, presets, subjects, methods, dtypes
     Row("unknown-relation", "probe --relations P999 --out {out}", ("unknown relation 'P999' in 'builtin' (has: P17,",)),
     Row("unknown-split", "probe --split exemplars --out {out}", ("dataset 'builtin' has no split 'exemplars' (has: exemplar, train, dev, test)",)),
-    Row("unknown-probe-preset", "probe --preset fast --out {out}", ("unknown probe preset 'fast'; choose one of paper, quick",)),
+    Row("unknown-probe-preset", "probe --preset fast --out {out}", ("unknown preset 'fast' for the probe; choose one of paper, quick",)),
     Row("unknown-study-preset", "study flearning --preset huge --out {out}", ("unknown preset 'huge' for study 'flearning'; choose one of cpu, paper, quick",)),
-    Row("study-unknown-relation", "study slick --set relations=[P999] --out {out}", ("unknown relation 'P999' in 'builtin'",)),
+    Row("study-unknown-relation", "study new-knowledge --set relations=[P999] --out {out}", ("unknown relation 'P999' in 'builtin'",)),
     Row("study-unknown-subject", "study self-align --set train_subjects=[astronomy] --out {out}", ("unknown training subjects ['astronomy'] in 'builtin-mc'",)),
     Row("unknown-update-method", "update --model {model} --edits {d}/cf_notlist.json --method fl --out {out}",
         ("update settings: key 'method': Input should be 'ft', 'lora', 'flearning-ft', 'flearning-lora' or 'lora-ft'",)),
     Row("unknown-dtype", "probe --model {model} --dtype fp8 --limit 2 --out {out}", ("unknown dtype 'fp8'; choose one of float32, bfloat16, float16",)),
     # configs: unknown keys and wrong types, with the key path
     Row("set-without-equals", "probe --set k_shot --out {out}", ("override 'k_shot' is not key=value",)),
-    Row("set-not-yaml", "study slick --set relations=[P17 --out {out}", ("override 'relations': '[P17' is not a YAML value",)),
+    Row("set-not-yaml", "study new-knowledge --set relations=[P17 --out {out}", ("override 'relations': '[P17' is not a YAML value",)),
     Row("probe-set-unknown-key", "probe --set shots=2 --out {out}", ("probe settings: key 'shots': Extra inputs are not permitted",)),
     Row("train-set-wrong-type", "train --model {model} --train {d}/probe_ok.jsonl --set epochs=abc --out {out}",
         ("training settings: key 'epochs': Input should be a valid integer",)),
-    Row("slick-set-unknown-key", "study slick --set unknown_key=1 --out {out}", ("study config: key 'unknown_key': Extra inputs are not permitted",)),
-    Row("slick-set-wrong-type", "study slick --set train.epochs=abc --out {out}", ("study config: key 'train.epochs': Input should be a valid integer",)),
+    Row("slick-set-unknown-key", "study new-knowledge --set unknown_key=1 --out {out}", ("study config: key 'unknown_key': Extra inputs are not permitted",)),
+    Row("slick-set-wrong-type", "study new-knowledge --set train.epochs=abc --out {out}", ("study config: key 'train.epochs': Input should be a valid integer",)),
     Row("flearning-set-unknown-key", "study flearning --set unknown_key=1 --out {out}", ("study config: key 'unknown_key': Extra inputs are not permitted",)),
     Row("flearning-set-wrong-type", "study flearning --set full.epochs=abc --out {out}", ("study config: key 'full.epochs': Input should be a valid integer",)),
     Row("selfalign-set-unknown-key", "study self-align --set unknown_key=1 --out {out}", ("study config: key 'unknown_key': Extra inputs are not permitted",)),
@@ -281,11 +281,11 @@ def tiny(tiny_tokenizer):
 
 
 def test_training_estimate_by_hand(tiny):
-    est = training_estimate(tiny, SFTConfig(), batch=8, seq_len=20)
+    est = training_estimate(tiny, batch=8, seq_len=20)
     per_token = 2 * (9 * 64 + 4 * 128) * 4 + V * 4 * 2  # 2 layers of saved float32 activations, then logits + gradient
     assert est.parts == {"weights": 4 * TINY_PARAMS, "gradients": 4 * TINY_PARAMS, "Adam state": 8 * TINY_PARAMS,
                          "activations": 8 * 20 * per_token}
-    lora = training_estimate(tiny, SFTConfig(method="lora", lora_r=16), batch=8, seq_len=20)
+    lora = training_estimate(tiny, batch=8, seq_len=20, lora=(16, SFTConfig().lora_target_modules))
     adapters = 2 * 16 * ((64 + 64) + (64 + 32) + (64 + 32) + (64 + 64) + 3 * (64 + 128))  # r·(in + out) per linear layer
     assert lora.parts == {"weights": 4 * (TINY_PARAMS + adapters), "gradients": 4 * adapters, "Adam state": 8 * adapters,
                           "activations": 8 * 20 * per_token}
@@ -316,7 +316,7 @@ def test_activation_estimate_is_close_to_what_autograd_saves(tiny):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         tiny(input_ids=ids, labels=ids)
     tiny.eval()
-    estimate = training_estimate(tiny, SFTConfig(), 8, 20).parts["activations"]
+    estimate = training_estimate(tiny, 8, 20).parts["activations"]
     assert sum(saved.values()) <= estimate <= 1.5 * sum(saved.values())
 
 
@@ -328,11 +328,11 @@ def test_probe_estimate_by_hand(tiny):
 
 def test_a_huge_batch_is_refused_with_the_estimate(tiny):
     with pytest.raises(ConfigError) as e:
-        check_fits(training_estimate(tiny, SFTConfig(), batch=10**7, seq_len=64), tiny)
+        check_fits(training_estimate(tiny, batch=10**7, seq_len=64), tiny)
     message = str(e.value)
     assert message.startswith("training needs ≈ ") and " GiB (weights 0.0, gradients 0.0, Adam state 0.0, activations " in message
     assert "for batch 10000000 × 64 tokens) but this machine has " in message and "available; lower batch_size" in message
-    check_fits(training_estimate(tiny, SFTConfig(), batch=16, seq_len=64), tiny)  # a normal request passes
+    check_fits(training_estimate(tiny, batch=16, seq_len=64), tiny)  # a normal request passes
 
 
 def test_the_loaded_weights_count_as_available(tiny, monkeypatch):

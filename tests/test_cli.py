@@ -29,7 +29,7 @@ CASES = [
     (["--data", "{d}/malformed.jsonl"], r"malformed\.jsonl, record on line 2: malformed JSON"),
     (["--data", "{d}/noanswers.jsonl"], r"noanswers\.jsonl, record q1, field 'answers': no answers"),
     (["--relations", "P999"], r"unknown relation 'P999'"),
-    (["--preset", "fast"], r"unknown probe preset 'fast'"),
+    (["--preset", "fast"], r"unknown preset 'fast' for the probe"),
     (["--set", "n_samples=many"], r"key 'n_samples': Input should be a valid integer"),
     (["--split", "exemplar"], r"split 'exemplar' is the exemplar pool"),
     (["--model", "{d}/no/such/model"], r"model path does not exist"),
@@ -76,21 +76,21 @@ def test_curate_refuses_what_the_pool_cannot_give(monkeypatch, capsys, tmp_path)
     assert not (tmp_path / "sets").exists()  # nothing half-written
 
 
-def test_curate_and_train_reject_empty_or_mismatched_probe_files(monkeypatch, capsys, tmp_path):
+def test_curate_and_evaluate_reject_empty_or_mismatched_probe_files(monkeypatch, capsys, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     code, _, err = run_cli(monkeypatch, capsys, "curate", "--probe", str(empty), "--size", "4", "--out", str(tmp_path / "s"))
     assert code == 2 and "no probe records" in err
     other = tmp_path / "other.jsonl"
     other.write_text('{"id": "x", "relation": "r", "question": "Q?", "answers": ["a"]}\n')  # not a probe file: no category
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--train", str(other), "--out", str(tmp_path / "t"))
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--records", str(other))
     assert code == 2 and "other.jsonl, record on line 1, field 'category': missing" in err
 
 
 def test_study_rejects_unknown_preset_and_keys(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "study", "slick", "--preset", "huge", "--out", str(tmp_path))
-    assert code == 2 and "unknown preset 'huge' for study 'slick'; choose one of cpu, paper, quick" in err
-    code, _, err = run_cli(monkeypatch, capsys, "study", "slick", "--set", "train.epochz=3", "--out", str(tmp_path))
+    code, _, err = run_cli(monkeypatch, capsys, "study", "new-knowledge", "--preset", "huge", "--out", str(tmp_path))
+    assert code == 2 and "unknown preset 'huge' for study 'new-knowledge'; choose one of cpu, paper, quick" in err
+    code, _, err = run_cli(monkeypatch, capsys, "study", "new-knowledge", "--set", "train.epochz=3", "--out", str(tmp_path))
     assert code == 2 and "key 'train.epochz': Extra inputs are not permitted" in err
-    code, _, err = run_cli(monkeypatch, capsys, "study", "slick", "--set", "size=-1", "--out", str(tmp_path))
+    code, _, err = run_cli(monkeypatch, capsys, "study", "new-knowledge", "--set", "size=-1", "--out", str(tmp_path))
     assert code == 2 and "key 'size'" in err

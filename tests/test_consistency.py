@@ -7,15 +7,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tiny_model
-from knowtune.curate.consistency_sets import consistency_sets, evaluation_sets, mixtures, training_prompt
+
+from knowtune.curate.self_align_sets import (
+    consistency_sets,
+    evaluation_sets,
+    mixtures,
+    training_prompt,
+)
 from knowtune.data.multiple_choice import MCDataset, MCQuestion, builtin_mc
+from knowtune.engine import common_prefix_len
 from knowtune.errors import ConfigError, KnowtuneError
-from knowtune.probe.engine import common_prefix_len
-from knowtune.probe.consistency import (
-    MCPrediction, answer_inputs, build_mc_prompt, choose_exemplars, dense_ranks, knowledge_consistency,
-    letter_logits, mc_prompts, mc_summary, prefix_batches, probe_mc, rank_correlation,
+from knowtune.probe.multiple_choice import (
+    MCPrediction,
+    answer_inputs,
+    build_mc_prompt,
+    choose_exemplars,
+    dense_ranks,
+    knowledge_consistency,
+    letter_logits,
+    mc_prompts,
+    mc_summary,
+    prefix_batches,
+    probe_mc,
+    rank_correlation,
 )
 
 CORPUS = [

@@ -6,18 +6,18 @@ from collections import Counter
 
 import pytest
 
-from knowtune.curate.slick_mixtures import (
-    IDK_ANSWER,
+from knowtune.curate.new_knowledge_sets import (
     apportion,
     filter_known,
-    label_of,
     mixture,
     natural,
     relabel_idk,
     single_category,
     study_sets,
 )
+from knowtune.data.formats import ABSTENTION
 from knowtune.errors import ConfigError
+from knowtune.train.examples import answer_label
 
 
 def make_pool() -> list[dict]:
@@ -79,8 +79,8 @@ def test_single_category_natural_known_idk():
     known = filter_known(d)
     assert len(known) == 10 and all(r["category"] != "Unknown" for r in known)
     idk = relabel_idk(d)
-    assert [label_of(r) for r in idk if r["category"] == "Unknown"] == [IDK_ANSWER] * 10
-    assert [label_of(r) for r in idk if r["category"] != "Unknown"] == [r["answers"][0] for r in known]
+    assert [answer_label(r) for r in idk if r["category"] == "Unknown"] == [ABSTENTION] * 10
+    assert [answer_label(r) for r in idk if r["category"] != "Unknown"] == [r["answers"][0] for r in known]
 
 
 def test_study_sets_names():

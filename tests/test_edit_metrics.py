@@ -8,15 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+
 from knowtune.data.edits import EditExample
+from knowtune.engine import answer_text
 from knowtune.errors import KnowtuneError
 from knowtune.evaluate.edit_metrics import (
-    PreEditReference, edit_scores, greedy_answers, pre_edit_reference, target_argmax,
+    PreEditReference,
+    edit_scores,
+    greedy_answers,
+    pre_edit_reference,
+    target_argmax,
 )
 from knowtune.matching import is_correct
-from knowtune.probe.engine import answer_text
 
 
 class WordTok:

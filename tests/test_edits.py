@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from knowtune.data import load_qa
 from knowtune.data.edits import (
-    EditExample, builtin_counterfacts, detect_edits, join_target, knowledge_pairs, load_edits,
+    EditExample,
+    builtin_counterfacts,
+    detect_edits,
+    join_target,
+    knowledge_pairs,
+    load_edits,
 )
 from knowtune.errors import DataError
 from knowtune.matching import is_correct, normalize_answer

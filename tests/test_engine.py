@@ -8,7 +8,7 @@ import torch
 from scipy.stats import chisquare
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
-from knowtune.probe.engine import (
+from knowtune.engine import (
     HFTreeEngine,
     SamplingParams,
     answer_text,

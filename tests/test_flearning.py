@@ -10,28 +10,44 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
+from knowtune import cli
 from knowtune.data import load_qa, select_examples
 from knowtune.data.edit_records import read_edit_records, write_edit_records
 from knowtune.data.edits import EditExample
+from knowtune.data.formats import qa_prompt, question_block
 from knowtune.errors import ConfigError, DataError, KnowtuneError
-from knowtune.evaluate.edit_metrics import edit_scores, pre_edit_reference
-from knowtune.evaluate.qa import qa_prompt
-from knowtune.probe.prompts import question_block
-from knowtune.recipes.config import load_study_config
-from knowtune.recipes.flearning_cli import (
-    evaluate_edits_command,
-    study_flearning_command,
-    update_command,
+from knowtune.evaluate.edit_metrics import (
+    edit_scores,
+    evaluate_edited_model,
+    pre_edit_reference,
 )
-from knowtune.recipes.flearning_config import FLearningStudyConfig
-from knowtune.recipes.flearning_findings import analyse_set
-from knowtune.recipes.flearning_lr import choose_rate
-from knowtune.recipes.flearning_study import run_flearning_study, with_context
+from knowtune.studies.flearning.findings import analyse_set
+from knowtune.studies.flearning.lr import choose_rate
+from knowtune.studies.flearning.study import run_study, with_context
+from knowtune.studies.registry import get_study
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import SFTExample, train_sft
 from knowtune.update import flearning
 from knowtune.update.flearning import edit_sft_examples, forget_delta, forget_then_learn
 from knowtune.update.flearning_config import METHODS, FamilySettings
+
+
+def study_flearning_command(out, preset: str, overrides: dict) -> dict:
+    """`knowtune study flearning` as the CLI runs it: preset plus overrides, validated, then run."""
+    study = get_study("flearning")
+    return study.run(study.load_config(preset, overrides), out, False)
+
+
+def update_command(model: str, edits: str, method: str, lam: float, out, overrides: dict) -> None:
+    """`knowtune update` through the CLI's own command function."""
+    cli.update(model=model, edits=edits, method=method, lam=lam, out=out, set_=[f"{k}={v}" for k, v in overrides.items()])
+
+
+def evaluate_edits_command(model: str, edits: str, protocol: str, reference_model: str, out) -> None:
+    """`knowtune evaluate --edits` through the CLI's own command function."""
+    cli.evaluate(model=model, records=None, edits=edits, mc=None, protocol=protocol, reference_model=reference_model,
+                 k_shot=5, seed=0, out=out, batch_size=32)
+
 
 EDITS = [
     EditExample("fr", "France", "Q: What is the capital of France?\nA:", "Lima", ("Paris",), ("Q: France has which capital?\nA:",),
@@ -145,7 +161,7 @@ def test_a_bad_lambda_sweep_is_refused_before_any_training(tmp_path, value, mess
     with pytest.raises(ConfigError, match=message):
         study_flearning_command(tmp_path / "study", "quick", {"lambdas": value})
     assert not (tmp_path / "study").exists()
-    assert load_study_config(FLearningStudyConfig, "flearning", "quick", {"lambdas": "0.5"}).lambdas == [0.5]
+    assert get_study("flearning").load_config("quick", {"lambdas": "0.5"}).lambdas == [0.5]
     with pytest.raises(ConfigError, match="update settings: key 'lam'"):
         update_command("builtin", "unused.jsonl", "flearning-ft", float("nan"), tmp_path / "u", {})
 
@@ -256,7 +272,7 @@ def test_study_end_to_end_and_resume(tiny_tokenizer, tmp_path, monkeypatch):
         raise AssertionError("a completed run was trained again")
 
     monkeypatch.setattr(flearning, "train_sft", no_training)
-    again = run_flearning_study(load_study_config(FLearningStudyConfig, "flearning", "quick", overrides), tmp_path / "study",
+    again = run_study(get_study("flearning").load_config("quick", overrides), tmp_path / "study",
                                 progress=False)
     assert again["sets"]["builtin"]["table"] == results["sets"]["builtin"]["table"]
 
@@ -273,15 +289,16 @@ def test_update_and_evaluate_commands(tiny_tokenizer, tmp_path):
     summary = json.loads((tmp_path / "upd" / "update.json").read_text())
     assert summary["method"] == "F-Learning-LoRA" and summary["lam"] == 0.5 and len(summary["fit_k_new"]) == 2
     assert set(summary["knowledge_before"]) == {"old", "new"} and (tmp_path / "upd" / "forget" / "lora" / "delta.safetensors").exists()
-    with pytest.raises(KnowtuneError, match="holds a different update"):
+    with pytest.raises(KnowtuneError, match="holds an update with a different"):
         update_command(model_dir, str(tmp_path / "edits.jsonl"), "flearning-lora", 1.0, tmp_path / "upd", overrides)
     with pytest.raises(ConfigError, match="key 'method'"):
         update_command(model_dir, str(tmp_path / "edits.jsonl"), "rome", 1.0, tmp_path / "x", {})
-    result = evaluate_edits_command(summary["edited_model"], str(tmp_path / "edits.jsonl"), "both", model_dir, tmp_path / "ev.json")
+    evaluate_edits_command(summary["edited_model"], str(tmp_path / "edits.jsonl"), "both", model_dir, tmp_path / "ev.json")
+    result = json.loads((tmp_path / "ev.json").read_text())
     assert set(result["scores"]) == {"token", "exact"} and result["n_edits"] == 3
     assert all(result["scores"][p]["protocol"] == p for p in ("token", "exact"))
-    assert json.loads((tmp_path / "ev.json").read_text())["per_edit"]["token"][0]["id"] == "fr"
-    same = evaluate_edits_command(model_dir, str(tmp_path / "edits.jsonl"), "token", model_dir, None)
+    assert result["per_edit"]["token"][0]["id"] == "fr"
+    same = evaluate_edited_model(model_dir, str(tmp_path / "edits.jsonl"), ["token"], model_dir)
     assert same["scores"]["token"]["locality"] == 1.0  # the reference model itself changes nothing
     with pytest.raises(ConfigError, match="unknown edit-metric protocol"):
         evaluate_edits_command(model_dir, str(tmp_path / "edits.jsonl"), "bleu", model_dir, None)
@@ -293,7 +310,7 @@ def _scores(r: float, g: float, loc: float) -> dict:
 
 
 def test_lambda_choice_and_claims_on_hand_made_scores():
-    cfg = load_study_config(FLearningStudyConfig, "flearning", "quick", {"lambdas": "[0.3, 1, 3]"})
+    cfg = get_study("flearning").load_config("quick", {"lambdas": "[0.3, 1, 3]"})
     runs = {"ft": _scores(0.50, 0.40, 0.90), "lora": _scores(0.30, 0.30, 0.95),
             "flearning-ft_lam0.3": _scores(0.55, 0.45, 0.89), "flearning-ft_lam1": _scores(0.60, 0.50, 0.80),
             "flearning-ft_lam3": _scores(0.60, 0.50, 0.70),  # ties with λ = 1 on R and G: the smaller λ wins

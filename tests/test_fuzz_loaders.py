@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from knowtune.curate.slick_mixtures import label_of
 from knowtune.data import load_qa
 from knowtune.data.edit_records import (
     read_edit_records,
@@ -38,10 +37,8 @@ from knowtune.errors import DataError, KnowtuneError
 from knowtune.files import atomic_write_jsonl, iter_jsonl, read_json, read_text
 from knowtune.matching import is_correct
 from knowtune.probe.slick import load_records, popularity_bins
-from knowtune.recipes.config import load_study_config
-from knowtune.recipes.flearning_config import FLearningStudyConfig
-from knowtune.recipes.selfalign_config import SelfAlignStudyConfig
-from knowtune.recipes.slick_config import SlickStudyConfig
+from knowtune.studies.registry import get_study
+from knowtune.train.examples import answer_label
 
 FUZZ = settings(
     deadline=None, derandomize=True, database=None, max_examples=150,
@@ -391,11 +388,11 @@ def test_fuzz_probe_records(tmp_path, data):
         popularity_bins(rows)
         sorted({r["id"] for r in rows})
         Counter((r["relation"], r["category"]) for r in rows)
-        assert all(isinstance(label_of(r), str) and is_correct(r["answers"][0], r["answers"]) for r in rows)
+        assert all(isinstance(answer_label(r), str) and is_correct(r["answers"][0], r["answers"]) for r in rows)
         assert all(isinstance(r["question"], str) for r in rows)
 
 
-STUDIES = {"slick": SlickStudyConfig, "flearning": FLearningStudyConfig, "selfalign": SelfAlignStudyConfig}
+STUDIES = ("new-knowledge", "flearning", "self-align")
 OVERRIDE_VALUES = st.integers(-2, 64).map(str) | st.text(max_size=10) | st.sampled_from(
     ["[", "{a: 1", "!!python/object/apply:os.getcwd []", "9" * 5000, "[" * 1000, "1e999", ".nan", "a\tb", "- a\n- b",
      "&a [*a]", "2020-01-01", "~", "{1: 2}", "[1, [2]]", "'", "@x", "%"]
@@ -411,7 +408,7 @@ OVERRIDE_VALUES = st.integers(-2, 64).map(str) | st.text(max_size=10) | st.sampl
     ),
 )
 def test_fuzz_study_config_overrides(study, overrides):
-    outcome(lambda: load_study_config(STUDIES[study], study, "quick", overrides), "")
+    outcome(lambda: get_study(study).load_config("quick", overrides), "")
 
 
 # ---------------------------------------------------------------- the bugs the fuzzing found, one test each

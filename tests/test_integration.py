@@ -9,13 +9,13 @@ import sys
 import pytest
 
 from knowtune.data import load_qa, select_examples
-from knowtune.probe.engine import HFTreeEngine, SamplingParams, answer_text
-from knowtune.probe.prompts import (
+from knowtune.data.formats import (
     build_prompt,
     exemplar_block,
     exemplar_sets,
     question_block,
 )
+from knowtune.engine import HFTreeEngine, SamplingParams, answer_text
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Answer matching as DESIGN.md defines it."""
+"""Answer matching as docs/design.md defines it."""
 
 from knowtune.matching import is_correct, normalize_answer
 

@@ -11,11 +11,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from knowtune.data import load_qa
 from knowtune.data.multiple_choice import (
-    BUILTIN_DOMAINS, MCQuestion, builtin_mc, detect_mc, load_mc, load_mmlu, mmlu_subjects, read_mmlu_csv,
+    BUILTIN_DOMAINS,
+    MCQuestion,
+    builtin_mc,
+    detect_mc,
+    load_mc,
+    load_mmlu,
+    mmlu_subjects,
+    read_mmlu_csv,
 )
 from knowtune.errors import DataError
 from knowtune.matching import normalize_answer

@@ -1,6 +1,6 @@
 """The self-aligning study (Ren et al. 2024): the recipe end to end on a tiny random model and MMLU-layout
 CSVs (full and LoRA, resume, a mismatched directory, an empty set), its findings logic on hand-made
-numbers, the chance check, `probe_mc_command`, and the optional lm-evaluation-harness path."""
+numbers, the chance check, `knowtune probe-mc`, and the optional lm-evaluation-harness path."""
 
 from __future__ import annotations
 
@@ -10,17 +10,26 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, make_tiny_model
+
+from knowtune import cli
 from knowtune.data.multiple_choice import MCQuestion, load_mmlu
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.evaluate.multiple_choice import binomial_tail, chance_check
-from knowtune.probe.consistency import MCPrediction, build_mc_prompt, letter_logits, predictions_from_logits
-from knowtune.recipes.config import load_study_config
-from knowtune.recipes.selfalign_cli import probe_mc_command, study_selfalign_command
-from knowtune.recipes.selfalign_config import SelfAlignStudyConfig
-from knowtune.recipes.selfalign_findings import caveats, findings, paired_gap
-from knowtune.recipes.selfalign_study import balanced_sample, run_selfalign_study, study_questions, training_sets
+from knowtune.probe.multiple_choice import (
+    MCPrediction,
+    build_mc_prompt,
+    letter_logits,
+    predictions_from_logits,
+)
+from knowtune.studies.registry import get_study
+from knowtune.studies.self_align.findings import caveats, findings, paired_gap
+from knowtune.studies.self_align.study import (
+    balanced_sample,
+    run_study,
+    study_questions,
+    training_sets,
+)
 
 # anatomy and virology share MMLU's "other" category (ID); astronomy is STEM (OOD).
 SUBJECTS = {"anatomy": 40, "virology": 8, "astronomy": 8}
@@ -60,7 +69,8 @@ def overrides(root, **extra: str) -> dict[str, str]:
 def test_study_end_to_end_resumes_and_refuses_other_settings(study_inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("KNOWTUNE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "study"
-    results = study_selfalign_command(out, "quick", overrides(study_inputs))
+    study = get_study("self-align")
+    results = study.run(study.load_config("quick", overrides(study_inputs)), out, False)
     saved = json.loads((out / "results.json").read_text())
     assert (out / "report.html").read_text().startswith("<!doctype html>")
     # MMLU-style: pool and HOMO share the test split, HOMO held out of the pool
@@ -87,19 +97,19 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(study_inputs, tmp_p
 
     # re-running resumes: nothing is trained or probed again
     stamp = (run / "predictions" / "epoch2.jsonl").stat().st_mtime_ns
-    again = run_selfalign_study(load_study_config(SelfAlignStudyConfig, "selfalign", "quick", overrides(study_inputs)), out, False)
+    again = run_study(get_study("self-align").load_config("quick", overrides(study_inputs)), out, False)
     assert (run / "predictions" / "epoch2.jsonl").stat().st_mtime_ns == stamp
     assert again["table"] == results["table"]
     with pytest.raises(KnowtuneError, match="other settings"):
-        run_selfalign_study(load_study_config(SelfAlignStudyConfig, "selfalign", "quick",
+        run_study(get_study("self-align").load_config("quick",
                                               overrides(study_inputs, k_shot="1")), out, False)
 
 
 def test_lora_and_mixtures(study_inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("KNOWTUNE_CACHE", str(tmp_path / "cache"))
-    cfg = load_study_config(SelfAlignStudyConfig, "selfalign", "quick", overrides(
+    cfg = get_study("self-align").load_config("quick", overrides(
         study_inputs, sets="[incompatible]", mixture_shares="[0.5]", dev_split="null", **{"train.method": "lora", "train.epochs": "1"}))
-    results = run_selfalign_study(cfg, tmp_path / "lora", progress=False)
+    results = run_study(cfg, tmp_path / "lora", progress=False)
     assert set(results["table"]["convergence"]) == {"incompatible", "self_aligned-0.5"}
     mix = results["sets"]["seed0"]["self_aligned-0.5"]
     assert mix["label_source"]["model"] == round(mix["size"] / 2)
@@ -110,7 +120,7 @@ def test_lora_and_mixtures(study_inputs, tmp_path, monkeypatch):
 
 def test_bad_requests_stop_with_a_message(study_inputs):
     data = load_mmlu(study_inputs / "mmlu")
-    cfg = load_study_config(SelfAlignStudyConfig, "selfalign", "quick", overrides(study_inputs))
+    cfg = get_study("self-align").load_config("quick", overrides(study_inputs))
     wrong = [MCPrediction(q, (q.answer + 1) % 4, (0.25,) * 4) for q in data.split("test") if q.subject == "anatomy"]
     with pytest.raises(KnowtuneError, match="harmonious set is empty"):
         training_sets(cfg, data, wrong, seed=0)
@@ -120,11 +130,11 @@ def test_bad_requests_stop_with_a_message(study_inputs):
     for key, value, message in (("train_subjects", "[nope]", "unknown training subjects"),
                                 ("dev_split", "train", "split 'train' is not in"),
                                 ("train_subjects", "[anatomy, virology]", "ID test set is empty")):
-        bad = load_study_config(SelfAlignStudyConfig, "selfalign", "quick", overrides(study_inputs, **{key: value}))
+        bad = get_study("self-align").load_config("quick", overrides(study_inputs, **{key: value}))
         with pytest.raises(KnowtuneError, match=message):
             study_questions(bad, data)
     with pytest.raises(ConfigError, match="unknown sets"):
-        load_study_config(SelfAlignStudyConfig, "selfalign", "quick", {"sets": "[harmonic]"})
+        get_study("self-align").load_config("quick", {"sets": "[harmonic]"})
 
 
 def test_balanced_sample_is_deterministic_and_spreads_over_subjects(study_inputs):
@@ -168,7 +178,7 @@ def _runs(gaps_by_seed: list[tuple[float, float]]) -> dict:
 
 
 def test_findings_on_hand_made_numbers():
-    from knowtune.recipes.selfalign_findings import accuracy_table, consistency_table
+    from knowtune.studies.self_align.findings import accuracy_table, consistency_table
 
     runs = _runs([(0.10, 0.05), (0.12, -0.01), (0.08, 0.02)])
     table, cons = accuracy_table(runs, "convergence"), consistency_table(runs, "convergence")
@@ -197,7 +207,8 @@ def test_caveats_say_plainly_when_the_base_model_is_at_chance():
 
 
 def test_probe_mc_command(study_inputs, tmp_path):
-    summary = probe_mc_command(str(study_inputs / "model"), str(study_inputs / "mmlu"), tmp_path / "probe", k_shot=2, seed=0)
+    cli.probe_mc(model=str(study_inputs / "model"), data=str(study_inputs / "mmlu"), out=tmp_path / "probe", k_shot=2, seed=0)
+    summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
     assert summary["overall"]["n"] == sum(SUBJECTS.values()) == summary["chance_check"]["n"]
     assert set(summary["domains"]) == {"STEM", "other"}
     lines = (tmp_path / "probe" / "predictions.jsonl").read_text().splitlines()

@@ -6,10 +6,9 @@ import json
 
 from conftest import make_tiny_model
 
-from knowtune.evaluate.qa import qa_prompt
-from knowtune.recipes.config import load_study_config
-from knowtune.recipes.slick_config import SlickStudyConfig
-from knowtune.recipes.slick_study import run_slick_study
+from knowtune.data.formats import qa_prompt
+from knowtune.studies.new_knowledge.study import run_study
+from knowtune.studies.registry import get_study
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import SFTExample, train_sft
 
@@ -36,13 +35,13 @@ def test_slick_recipe_end_to_end(tiny_tokenizer, tmp_path, monkeypatch):
               save_weights=False), tmp_path / "teach", progress=False)
     model.save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    cfg = load_study_config(SlickStudyConfig, "slick", "quick", {
+    cfg = get_study("new-knowledge").load_config("quick", {
         "model": str(model_dir), "data": str(tmp_path / "qa.jsonl"), "relations": "[cap, sym]", "ood_relations": "[lang]",
         "train_pool": "null", "dev_size": "null", "test_size": "null", "ood_test_size": "null", "size": "4",
         "seeds": "[0, 1]", "probe.n_exemplar_sets": "2", "probe.n_samples": "8", "probe.temperature": "1.5", "probe.max_new_tokens": "4",
         "train.epochs": "2", "train.learning_rate": "1e-3", "train.batch_size": "4",
     })
-    results = run_slick_study(cfg, tmp_path / "study", progress=False)
+    results = run_study(cfg, tmp_path / "study", progress=False)
     assert (tmp_path / "study" / "report.html").read_text().startswith("<!doctype html>")
     saved = json.loads((tmp_path / "study" / "results.json").read_text())
     assert saved["sizes"] == {"train": 48, "dev": 8, "test": 12, "ood": 6}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from knowtune.probe.engine import HFTreeEngine, SamplingParams
+from knowtune.engine import HFTreeEngine, SamplingParams
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import (

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from knowtune.data.builtin import load_builtin, question_for
+from knowtune.data.formats import question_block, stable_int
 from knowtune.data.records import QADataset
 from knowtune.data.validate import (
     check_unique_ids,
@@ -42,7 +43,6 @@ from knowtune.data.validate import (
 from knowtune.errors import DataError, shown, where
 from knowtune.files import fingerprint, read_json
 from knowtune.matching import normalize_answer
-from knowtune.probe.prompts import question_block, stable_int
 
 PROMPT_STYLES = ("completion", "qa")
 NQ_PREFIX = "nq question: "

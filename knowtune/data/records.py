@@ -60,7 +60,7 @@ class QADataset:
 
 
 def chance_rate(examples: list[QAExample]) -> float:
-    """Accuracy of always answering the relation's most frequent gold answer (DESIGN.md: report
+    """Accuracy of always answering the relation's most frequent gold answer (docs/design.md: report
     it beside each relation's categories, since guessing inflates Maybe/WeaklyKnown)."""
     if not examples:
         return 0.0

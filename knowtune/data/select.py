@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from knowtune.data.records import QADataset, QAExample
 from knowtune.errors import ConfigError
 from knowtune.files import stable_int
+
+T = TypeVar("T")
+
+
+def round_robin(queues: list[list[T]], n: int | None = None) -> list[T]:
+    """Up to `n` items (None: all) taken from the queues in turn, each queue in its own order: a
+    sample balanced across groups (relations, subjects) that a smaller `n` keeps a prefix of."""
+    queues = [list(q) for q in queues]
+    picked: list[T] = []
+    while any(queues) and (n is None or len(picked) < n):
+        for q in queues:
+            if q and (n is None or len(picked) < n):
+                picked.append(q.pop(0))
+    return picked
 
 
 def select_examples(data: QADataset, split: str, relations: str | None = None, limit: int | None = None) -> list[QAExample]:
@@ -27,11 +43,6 @@ def select_examples(data: QADataset, split: str, relations: str | None = None, l
         by_rel: dict[str, list] = {}
         for e in sorted(chosen, key=lambda e: stable_int("limit", e.id)):
             by_rel.setdefault(e.relation, []).append(e)
-        picked, queues = [], [by_rel[r] for r in sorted(by_rel)]
-        while len(picked) < limit and any(queues):
-            for q in queues:
-                if q and len(picked) < limit:
-                    picked.append(q.pop(0))
-        keep = {e.id for e in picked}
+        keep = {e.id for e in round_robin([by_rel[r] for r in sorted(by_rel)], limit)}
         chosen = [e for e in chosen if e.id in keep]
     return chosen

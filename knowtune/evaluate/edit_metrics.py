@@ -1,4 +1,4 @@
-"""Reliability, Generality and Locality of knowledge edits under DESIGN.md's two protocols.
+"""Reliability, Generality and Locality of knowledge edits under two protocols (docs/design.md).
 
 Every result carries its protocol; the two are never averaged together.
 
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from knowtune.data.edits import EditExample, join_target
+from knowtune.engine import HFTreeEngine, SamplingParams, common_prefix_len
 from knowtune.errors import DataError, KnowtuneError
 from knowtune.files import atomic_write_json, fingerprint, read_json
 from knowtune.matching import is_correct
-from knowtune.probe.engine import HFTreeEngine, SamplingParams, common_prefix_len
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -276,3 +276,22 @@ def edit_scores(
         protocol, _mean([e["reliability"] for e in per_edit]), _mean(gens), _mean(locs),
         {"edits": len(per_edit), "generality": len(gens), "locality": len(locs)}, per_edit,
     )
+
+
+def evaluate_edited_model(model_spec: str, edits_spec: str, protocols: list[str], reference_spec: str) -> dict:
+    """R/G/L of `model_spec` on the edits under each protocol, with Locality against `reference_spec`
+    (the pre-edit model); the summary and, under `per_edit`, every edit's scores."""
+    from knowtune.data.edit_records import resolve_edits
+    from knowtune.models import load_model
+
+    for p in protocols:
+        _check_protocol(p)
+    ds = resolve_edits(edits_spec)
+    ref_lm = load_model(reference_spec)
+    refs = {p: pre_edit_reference(ref_lm.model, ref_lm.tokenizer, ds.examples, p) for p in protocols}
+    del ref_lm  # the two models need not be in memory together
+    lm = load_model(model_spec)
+    scores = {p: edit_scores(lm.model, lm.tokenizer, ds.examples, refs[p]) for p in protocols}
+    return {"model": model_spec, "reference_model": reference_spec, "edits": edits_spec, "n_edits": len(ds.examples),
+            "skipped": ds.skipped, "scores": {p: s.to_dict() for p, s in scores.items()},
+            "per_edit": {p: s.per_edit for p, s in scores.items()}}

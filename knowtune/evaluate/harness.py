@@ -4,7 +4,7 @@ on local MMLU files (or any `MCDataset`), for users who want the standard harnes
 Each subject becomes an lm-eval task that *includes the harness's own MMLU template*
 (`lm_eval/tasks/mmlu/default/_default_template_yaml`) and only swaps the data source for local JSON
 files, so prompt, few-shot sampling and scoring are lm-eval's. How that protocol differs from
-knowtune's probe (`knowtune.probe.consistency`, the one the self-aligning study uses):
+knowtune's probe (`knowtune.probe.multiple_choice`, the one the self-aligning study uses):
 
 * Scoring: lm-eval's MMLU task is `output_type: multiple_choice`: it computes the log-likelihood of each
   continuation " A" … " D" (target delimiter " " + choice) after the prompt and takes the argmax (`acc`).
@@ -34,7 +34,7 @@ import yaml
 
 from knowtune.data.multiple_choice import MCDataset, MCQuestion
 from knowtune.errors import ConfigError, KnowtuneError
-from knowtune.probe.consistency import HEADER, MCPrediction, predictions_from_logits
+from knowtune.probe.multiple_choice import HEADER, MCPrediction, predictions_from_logits
 
 INSTALL_HINT = "pip install lm-eval"
 

@@ -1,4 +1,4 @@
-"""Multiple-choice evaluation with the consistency probe's own protocol (k-shot prompt, argmax over the
+"""Multiple-choice evaluation with the multiple-choice probe's own protocol (k-shot prompt, argmax over the
 option letters' next-token logits), on named test sets (HOMO / ID / OOD / dev), compared with the base model.
 
 `chance_check` says whether a model is above chance in a way that a letter preference cannot explain:
@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from math import exp, lgamma, log
 
-from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion
-from knowtune.probe.consistency import CHANCE, MCPrediction, knowledge_consistency, mc_summary, probe_mc
+from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion, load_mc
+from knowtune.probe.multiple_choice import (
+    CHANCE,
+    MCPrediction,
+    knowledge_consistency,
+    mc_summary,
+    probe_mc,
+)
 
 
 def binomial_tail(k: int, n: int, p: float = CHANCE) -> float:
@@ -60,3 +66,16 @@ def evaluate_parts(
             row["consistency"] = knowledge_consistency(base[name], ps)
         metrics[name] = row
     return metrics, by_part
+
+
+def evaluate_mc_test(model_spec: str, data_spec: str, k_shot: int = 5, seed: int = 0) -> tuple[list[MCPrediction], dict]:
+    """A model on a multiple-choice set's test split with the letter-logit probe: its predictions, and a
+    summary of accuracy per domain and subject, the letters it predicts and the test against chance."""
+    from knowtune.models import describe, load_model
+
+    dataset = load_mc(data_spec)
+    lm = load_model(model_spec)
+    preds = probe_mc(lm.model, lm.tokenizer, dataset, dataset.split("test"), k_shot, seed, progress=True)
+    summary = {"model": describe(lm), "data": {"spec": data_spec, "name": dataset.name, "fingerprint": dataset.fingerprint()},
+               "split": "test", "k_shot": k_shot, "seed": seed, "chance_check": chance_check(preds), **mc_summary(preds)}
+    return preds, summary

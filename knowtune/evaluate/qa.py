@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from knowtune.data.formats import ABSTENTION, qa_prompt
+from knowtune.engine import HFTreeEngine, SamplingParams
 from knowtune.matching import is_correct, normalize_answer
-from knowtune.probe.engine import HFTreeEngine, SamplingParams
-
-ABSTENTION = "I don't know"
-
-
-def qa_prompt(question: str) -> str:
-    """The zero-shot prompt a fine-tuned model answers: the training format without exemplars."""
-    return f"Q: {question}\nA:"
 
 
 def is_abstention(answer: str) -> bool:

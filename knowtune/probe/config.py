@@ -1,11 +1,11 @@
-"""Settings of the SliCK probe, with the paper's defaults and a quick preset for CPUs."""
+"""Settings of the SliCK probe: the paper's defaults, and the presets in presets/*.yaml."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from knowtune.errors import ConfigError
-from knowtune.probe.engine import SamplingParams
+from knowtune.engine import SamplingParams
+from knowtune.settings import load_preset
 
 
 class ProbeConfig(BaseModel):
@@ -26,14 +26,7 @@ class ProbeConfig(BaseModel):
         return SamplingParams(self.n_samples, self.temperature, self.top_k, self.max_new_tokens)
 
 
-PRESETS: dict[str, dict] = {
-    "paper": {},  # 10 exemplar sets × (1 greedy + 16 samples), T=0.5, top-40, 4-shot
-    "quick": {"n_exemplar_sets": 4, "n_samples": 8},  # for CPUs: 4 × (1 + 8)
-}
-
-
-def probe_config(preset: str = "paper", **overrides) -> ProbeConfig:
-    """A ProbeConfig from a named preset plus explicit overrides."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown probe preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return ProbeConfig(**{**PRESETS[preset], **overrides})
+def probe_config(preset: str = "paper", overrides: dict[str, str] | None = None) -> ProbeConfig:
+    """A ProbeConfig from a shipped preset (presets/<name>.yaml) plus dotted `key=value` overrides."""
+    return load_preset(ProbeConfig, "knowtune.probe", preset, overrides or {}, owner="the probe", what="probe settings",
+                       folder="presets")

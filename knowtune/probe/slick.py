@@ -13,22 +13,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from knowtune.data.formats import exemplar_block, exemplar_sets, question_block
 from knowtune.data.records import QADataset, QAExample, chance_rate
 from knowtune.data.validate import require_probe_record
+from knowtune.engine import Engine
 from knowtune.errors import ConfigError
 from knowtune.files import (
     JsonlAppender,
     atomic_write_json,
+    check_or_write_manifest,
     iter_jsonl,
-    read_json,
     remove_stale_temp,
     stable_int,
     versions,
 )
 from knowtune.matching import is_correct
+from knowtune.memory import check_fits, probe_estimate
 from knowtune.probe.config import ProbeConfig
-from knowtune.probe.engine import Engine
-from knowtune.probe.prompts import exemplar_block, exemplar_sets, question_block
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 KNOWN = CATEGORIES[:3]
@@ -90,21 +91,13 @@ def probe_examples(
     return records
 
 
-def _check_or_write_config(out: Path, manifest: dict) -> None:
-    """Write config.json, or check that an existing one matches (resume) and refuse otherwise."""
-    path = out / "config.json"
-    if not path.exists():
-        atomic_write_json(path, manifest)
-        return
-    old = read_json(path)
-    if not isinstance(old, dict):
-        raise ConfigError(f"{path}: not a knowtune probe config (expected a JSON object); use another --out or delete it")
-    for key in ("settings", "model", "data", "questions"):
-        if old.get(key) != manifest[key]:
-            raise ConfigError(
-                f"{path}: this directory holds a probe with different {key} "
-                f"({old.get(key)} vs {manifest[key]}); use another --out or delete it"
-            )
+def check_probe_fits(model, tokenizer, examples: list[QAExample], cfg: ProbeConfig, batch: int) -> None:
+    """Refuse a probe of `examples` (at least one) that cannot fit, with at most `batch` questions per
+    forward (the probe batches one relation at a time); prompts are k_shot + 1 blocks as long as the longest."""
+    largest_relation = max(Counter(e.relation for e in examples).values())
+    block = max(len(ids) for ids in tokenizer([exemplar_block(e) for e in examples])["input_ids"])
+    seq_len = (cfg.k_shot + 1) * block + cfg.max_new_tokens
+    check_fits(probe_estimate(model, min(batch, largest_relation), cfg.n_samples, seq_len), model)
 
 
 def load_records(path: str | Path) -> list[dict]:
@@ -135,7 +128,7 @@ def run_probe(
         "questions": {"count": len(examples), "ids_fingerprint": stable_int(*[e.id for e in examples])},
         "versions": versions(),
     }
-    _check_or_write_config(out, manifest)
+    check_or_write_manifest(out / "config.json", manifest, "a probe", compare=("settings", "model", "data", "questions"))
     remove_stale_temp(out)
     records_path = out / "probe.jsonl"
     sink = JsonlAppender(records_path)  # opening it cuts a torn last line left by a kill

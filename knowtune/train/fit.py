@@ -7,8 +7,7 @@ import weakref
 
 import torch
 
-from knowtune.probe.engine import newline_stop_ids
-
+from knowtune.engine import newline_stop_ids
 
 _CLEAN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

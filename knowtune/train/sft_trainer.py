@@ -30,12 +30,14 @@ from knowtune.files import (
     JsonlAppender,
     atomic_write_json,
     atomic_write_jsonl,
+    check_or_write_manifest,
     iter_jsonl,
     read_json,
     remove_stale_temp,
     versions,
 )
-from knowtune.memory import check_training_fits
+from knowtune.memory import check_fits, training_estimate
+from knowtune.train.examples import SFTExample
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.sft_config import SFTConfig
 
@@ -44,16 +46,6 @@ EvaluateFn = Callable[[torch.nn.Module, int], dict]
 
 class TrainingDiverged(KnowtuneError):
     """The loss became NaN or infinite: training stopped at the last good checkpoint."""
-
-
-@dataclass(frozen=True)
-class SFTExample:
-    """One training pair; the loss covers `target` only. `group` (e.g. a SliCK category) splits the fit."""
-
-    id: str
-    prompt: str
-    target: str
-    group: str = "all"
 
 
 @dataclass
@@ -182,6 +174,14 @@ class _Run:
         model.train()
 
 
+def check_training_fits(model, tokenizer, examples: list[SFTExample], cfg: SFTConfig) -> None:
+    """Refuse fine-tuning on `examples` (at least one) that cannot fit; a batch is never larger than the
+    set, and the longest example sets the sequence length."""
+    seq_len = max(len(ids) for ids in tokenizer([e.prompt + e.target for e in examples])["input_ids"])
+    lora = (cfg.lora_r, cfg.lora_target_modules) if cfg.method == "lora" else None
+    check_fits(training_estimate(model, min(cfg.batch_size, len(examples)), seq_len, lora=lora, bf16=cfg.bf16), model)
+
+
 def _prepare_model(model, cfg: SFTConfig):
     """Wrap the model with a LoRA adapter when asked; full fine-tuning trains it as is."""
     if cfg.method == "full":
@@ -213,14 +213,8 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str) -> Path | None:
     """The checkpoint to resume from, after checking the directory holds the same run."""
-    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint}
-    path = out / "train_config.json"
-    if path.exists():
-        old = read_json(path)
-        if not isinstance(old, dict) or {k: old.get(k) for k in manifest} != manifest:
-            raise KnowtuneError(f"{path}: this directory holds a different training run; use another output directory")
-    else:
-        atomic_write_json(path, {**manifest, "versions": versions()})
+    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint, "versions": versions()}
+    check_or_write_manifest(out / "train_config.json", manifest, "a training run", compare=("config", "examples", "data_fingerprint"))
     remove_stale_temp(out)
     return last_complete_checkpoint(out / "checkpoints")
 
@@ -243,7 +237,7 @@ def train_sft(
 
     if not examples:
         raise KnowtuneError("no training examples")
-    check_training_fits(model, tokenizer, [(e.prompt, e.target) for e in examples], cfg)  # before any work
+    check_training_fits(model, tokenizer, examples, cfg)  # before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = out / "result.json"

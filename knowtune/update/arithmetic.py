@@ -1,4 +1,4 @@
-"""Parameter arithmetic over state dicts for F-Learning (DESIGN.md): θ_Δ = FT(θ) − θ, θ′ = θ − λ·θ_Δ.
+"""Parameter arithmetic over state dicts for F-Learning (docs/design.md): θ_Δ = FT(θ) − θ, θ′ = θ − λ·θ_Δ.
 
 Every operation computes in float32 and casts each result back to its tensor's dtype, so bf16 or
 fp16 weights are not rounded at every intermediate step. Inputs are checked strictly (names, shapes,

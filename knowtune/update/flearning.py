@@ -1,4 +1,4 @@
-"""F-Learning, "forgetting before learning" (Ni et al. 2024; DESIGN.md "F-Learning"):
+"""F-Learning, "forgetting before learning" (Ni et al. 2024; docs/design.md "F-Learning"):
 
     θ_Δold = FT(θ, K_old) − θ;   θ′ = θ − λ·θ_Δold;   θ* = FT(θ′, K_new)
 
@@ -24,7 +24,12 @@ import torch
 from knowtune.data.edits import EditExample, knowledge_pairs
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.evaluate.edit_metrics import greedy_answers, target_argmax
-from knowtune.files import atomic_write_json, fingerprint, read_json
+from knowtune.files import (
+    atomic_write_json,
+    check_or_write_manifest,
+    fingerprint,
+    read_json,
+)
 from knowtune.matching import is_correct
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import SFTExample, TrainResult, train_sft
@@ -135,11 +140,7 @@ def run_update(model_spec: str, edits: list[EditExample], cfg: FLearningConfig, 
     lm = load_model(model_spec)
     manifest = {"method": method.id, "lam": cfg.lam if method.uses_lambda else None, "config": cfg.model_dump(),
                 "model": lm.fingerprint, "edits": fingerprint([e.to_dict() for e in edits])}
-    if (out / "update_config.json").exists():
-        if read_json(out / "update_config.json") != manifest:
-            raise KnowtuneError(f"{out}: holds a different update (method, λ, settings, model or edits); use another --out")
-    else:
-        atomic_write_json(out / "update_config.json", manifest)
+    check_or_write_manifest(out / "update_config.json", manifest, "an update")
     # The method assumes the base model knows K_old: measure that before anything changes the weights.
     if (out / "knowledge_before.json").exists():
         before = read_json(out / "knowledge_before.json")

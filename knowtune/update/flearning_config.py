@@ -1,4 +1,4 @@
-"""Settings of F-Learning knowledge updates (Ni et al. 2024; DESIGN.md "F-Learning").
+"""Settings of F-Learning knowledge updates (Ni et al. 2024; docs/design.md "F-Learning").
 
 Five methods share two fine-tuning settings, `full` and `lora`: a method forgets K_old with one of
 them (or not at all) and learns K_new with one of them. λ scales the subtracted forgetting delta;

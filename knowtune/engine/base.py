@@ -1,0 +1,88 @@
+"""The sampling-engine interface: one greedy answer and N samples per prompt that shares a prefix.
+
+Probe, evaluation and training all decode through an `Engine`; `ENGINES` names the implementations.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings for one probe: N samples at temperature T with top-k, plus one greedy."""
+
+    n_samples: int = 16
+    temperature: float = 0.5
+    top_k: int = 40
+    max_new_tokens: int = 24
+
+
+@dataclass
+class Completion:
+    """A prompt's greedy answer and its sampled answers with their counts (summing to n_samples)."""
+
+    greedy: str
+    samples: dict[str, int]
+
+
+@dataclass
+class EngineStats:
+    """Work counters: `tree_forwards` rows actually run in decoding, versus `sample_tokens`, the
+    decode forwards that N+1 independent generations of the same answers would have needed."""
+
+    prompts: int = 0
+    prefill_tokens: int = 0
+    tree_forwards: int = 0
+    sample_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def avoided_share(self) -> float:
+        """Share of per-sample token forwards that tree sampling avoided."""
+        return 1.0 - self.tree_forwards / self.sample_tokens if self.sample_tokens else 0.0
+
+
+class Engine(Protocol):
+    """What the probe needs from a backend: complete prompts that share a prefix."""
+
+    stats: EngineStats
+
+    def complete(
+        self, prefix: str, suffixes: list[str], seeds: list[int], params: SamplingParams
+    ) -> list[Completion]:
+        """Greedy + n_samples answers for each prompt `prefix + suffix`, using its seed."""
+        ...
+
+
+_STOP_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def newline_stop_ids(tokenizer) -> frozenset[int]:
+    """Every vocab id whose text contains a newline, plus EOS: few-shot answers end with '\\n'.
+    Cached per tokenizer: decoding the whole vocabulary takes about a second."""
+    if tokenizer not in _STOP_IDS:
+        ids = {i for tok, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([tok])}
+        eos = tokenizer.eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        _STOP_IDS[tokenizer] = frozenset(ids)
+    return _STOP_IDS[tokenizer]
+
+
+def answer_text(tokenizer, ids: list[int]) -> str:
+    """Decode generated ids and keep the first line: the answer as the prompt format defines it."""
+    return tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip()
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two id lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+

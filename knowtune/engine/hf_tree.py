@@ -1,0 +1,179 @@
+"""`HFTreeEngine`: the exact SliCK sampling engine over any Hugging Face causal LM.
+
+It is exact, not approximate:
+* the shared few-shot prefix is prefilled once and its KV cache reused for every prompt;
+* prompts are batched, and each sequence stops at its first newline (or EOS / max_new_tokens);
+* the N i.i.d. samples are drawn as a tree: at a node reached by n samples, the counts of each
+  next token are drawn from Multinomial(n, p) (p after temperature and top-k) and the children are
+  expanded recursively. This is the same distribution as N independent ancestral samples, but the
+  work grows with the number of *distinct* sampled prefixes, not with N. The greedy path rides
+  along in the same tree and shares its forwards.
+Each node draws from its own random stream, seeded by (prompt seed, token path), so the result of
+a prompt does not depend on what else is in the batch or in what order nodes are expanded.
+No library offers exact tree sampling over a shared KV cache, hence this hand-written loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from knowtune.engine.base import (
+    Completion,
+    EngineStats,
+    SamplingParams,
+    answer_text,
+    common_prefix_len,
+    newline_stop_ids,
+)
+
+
+@dataclass
+class _Node:
+    prompt: int  # index of the prompt in the batch
+    path: list[int]  # generated ids so far
+    count: int  # samples that pass through this node
+    greedy: bool  # whether the greedy path passes through it
+
+
+class HFTreeEngine:
+    """Exact tree sampling with a shared prefix KV cache over a Hugging Face causal LM."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16):
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+        self.stop_ids = newline_stop_ids(tokenizer)
+        self.stats = EngineStats()
+        self._prefix_cache: dict[tuple[int, ...], object] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prefill_prefix(self, ids: tuple[int, ...]):
+        """KV cache of the shared prefix (batch 1), computed once per distinct prefix."""
+        if ids not in self._prefix_cache:
+            self._prefix_cache.clear()  # prompts arrive grouped by prefix: keep only the current one
+            out = self.model(torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+            self.stats.prefill_tokens += len(ids)
+            self._prefix_cache[ids] = out.past_key_values
+        return self._prefix_cache[ids]
+
+    @torch.inference_mode()
+    def complete(
+        self, prefix: str, suffixes: list[str], seeds: list[int], params: SamplingParams
+    ) -> list[Completion]:
+        """Greedy + n_samples answers for each prompt `prefix + suffix`."""
+        prefix_ids = self.tok(prefix)["input_ids"] if prefix else []
+        prompts = [self.tok(prefix + s)["input_ids"] for s in suffixes]
+        # BPE can merge across the prefix/suffix boundary ('\n\n' alone vs '\n','\n' before 'Q'), so the
+        # cached part of each prompt is its longest common token prefix with the prefix's own tokens.
+        splits = [min(common_prefix_len(prefix_ids, p), len(p) - 1) for p in prompts]
+        results: list[Completion | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: (splits[i], len(prompts[i])))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            # a batch shares one cached prefix: cut it where the chunk's first prompt is cut
+            by_split: dict[int, list[int]] = {}
+            for i in chunk:
+                by_split.setdefault(splits[i], []).append(i)
+            for split, idx in by_split.items():
+                outs = self._run_batch(prompts[idx[0]][:split], [prompts[i][split:] for i in idx], [seeds[i] for i in idx], params)
+                for i, c in zip(idx, outs):
+                    results[i] = c
+        self.stats.prompts += len(prompts)
+        return results  # type: ignore[return-value]
+
+    def _run_batch(self, prefix: list[int], suffixes: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
+        """Prefill the suffixes behind the cached prefix, then expand every prompt's sample tree."""
+        dev, B, L = self.device, len(suffixes), len(prefix)
+        S = max(len(s) for s in suffixes)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        # Suffixes are left-padded *between* prefix and suffix, so every prompt ends at the last column.
+        ids = torch.full((B, S), pad, dtype=torch.long)
+        mask = torch.zeros((B, L + S), dtype=torch.long)
+        mask[:, :L] = 1
+        for b, s in enumerate(suffixes):
+            ids[b, S - len(s) :] = torch.tensor(s)
+            mask[b, L + S - len(s) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, L:]
+        cache = None
+        if L:
+            cache = copy.deepcopy(self._prefill_prefix(tuple(prefix)))
+            cache.batch_repeat_interleave(B)
+        out = self.model(
+            input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        self.stats.prefill_tokens += sum(len(s) for s in suffixes)
+        nodes = [_Node(b, [], params.n_samples, True) for b in range(B)]
+        greedy: list[str] = [""] * B
+        samples: list[dict[str, int]] = [{} for _ in range(B)]
+        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+        while nodes:
+            children, parents = self._expand(nodes, logits, seeds, params, greedy, samples)
+            if not children:
+                break
+            self.stats.tree_forwards += len(children)
+            rows = torch.tensor(parents, device=dev)
+            if parents != list(range(len(nodes))):
+                cache.reorder_cache(rows)
+            mask = torch.cat([mask[rows.cpu()], torch.ones((len(children), 1), dtype=torch.long)], dim=1)
+            pos = (mask.sum(-1, keepdim=True) - 1)
+            step = torch.tensor([[c.path[-1]] for c in children], device=dev)
+            out = self.model(
+                input_ids=step, attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
+            )
+            cache, logits, nodes = out.past_key_values, out.logits[:, -1, :].float(), children
+        return [Completion(g, s) for g, s in zip(greedy, samples)]
+
+    def _expand(self, nodes, logits, seeds, params, greedy, samples) -> tuple[list[_Node], list[int]]:
+        """Draw each node's children; finished answers go into `greedy` / `samples`."""
+        argmax = logits.argmax(-1).tolist()
+        kept = self._sampling_support(logits, params) if params.n_samples else None
+        children: list[_Node] = []
+        parents: list[int] = []
+        for r, node in enumerate(nodes):
+            counts: dict[int, int] = {}
+            if node.count:
+                tok_ids, probs = kept[r]
+                # Node-specific stream: independent of batch composition and expansion order.
+                rng = np.random.default_rng([seeds[node.prompt], len(node.path), *node.path])
+                drawn = rng.multinomial(node.count, probs)
+                counts = {int(tok_ids[j]): int(c) for j in np.flatnonzero(drawn) for c in [drawn[j]]}
+            if node.greedy:
+                counts.setdefault(argmax[r], 0)
+            for tok_id, c in counts.items():
+                path = node.path + [tok_id]
+                is_greedy = node.greedy and tok_id == argmax[r]
+                if tok_id in self.stop_ids or len(path) >= params.max_new_tokens:
+                    text = answer_text(self.tok, path)
+                    if c:
+                        samples[node.prompt][text] = samples[node.prompt].get(text, 0) + c
+                    if is_greedy:
+                        greedy[node.prompt] = text
+                else:
+                    # independent generations would each run this token through the model
+                    self.stats.sample_tokens += c + int(is_greedy)
+                    children.append(_Node(node.prompt, path, c, is_greedy))
+                    parents.append(r)
+        return children, parents
+
+    def _sampling_support(self, logits: torch.Tensor, params: SamplingParams) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per row, the token ids and probabilities after temperature and top-k (ties at the k-th
+        logit kept, as transformers' TopKLogitsWarper does), in float64 for the multinomial draw."""
+        scaled = logits / params.temperature
+        if params.top_k and params.top_k < scaled.shape[-1]:
+            kth = scaled.topk(params.top_k, dim=-1).values[:, -1:]
+            keep = scaled >= kth
+        else:
+            keep = torch.ones_like(scaled, dtype=torch.bool)
+        out = []
+        for r in range(scaled.shape[0]):
+            idx = keep[r].nonzero().squeeze(-1)
+            p = torch.softmax(scaled[r, idx].double(), -1).cpu().numpy()
+            out.append((idx.cpu().numpy(), p / p.sum()))
+        return out

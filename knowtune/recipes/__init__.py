@@ -1,1 +1,0 @@
-"""Study recipes: each paper's study as one command, chaining the library's stages."""

@@ -1,0 +1,83 @@
+"""Steps the studies share: a probe cached by fingerprint, the curated sets written per seed, and the
+seed × set loop of training runs, each recorded whether it finishes or diverges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from knowtune.data.records import QADataset, QAExample
+from knowtune.engine import HFTreeEngine
+from knowtune.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    fingerprint,
+    iter_jsonl,
+)
+from knowtune.models import LoadedModel, cache_dir, describe, load_model
+from knowtune.probe.config import ProbeConfig
+from knowtune.probe.slick import CHUNK_SIZE, check_probe_fits, load_records, run_probe
+from knowtune.train.sft_config import SFTConfig
+from knowtune.train.sft_trainer import (
+    EvaluateFn,
+    SFTExample,
+    TrainingDiverged,
+    train_sft,
+)
+
+console = Console(stderr=True)
+
+
+def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, dict]:
+    """SliCK records by id, probed once per (model, data, settings, questions) under $KNOWTUNE_CACHE/probes."""
+    key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "probe": cfg.model_dump(),
+                       "ids": sorted(e.id for e in examples)})
+    out = cache_dir() / "probes" / key
+    if not (out / "summary.json").exists():
+        check_probe_fits(lm.model, lm.tokenizer, examples, cfg, min(batch_size, CHUNK_SIZE))
+        console.print(f"probing {len(examples)} questions → {out}")
+        run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=batch_size), data, examples, cfg, out, describe(lm))
+    wanted = {e.id for e in examples}
+    return {r["id"]: r for r in load_records(out / "probe.jsonl") if r["id"] in wanted}
+
+
+def train_variant(model_spec: str, tokenizer, examples: list[SFTExample], cfg: SFTConfig, run_dir: Path,
+                  evaluate: EvaluateFn | None, progress: bool) -> dict:
+    """Fine-tune fresh base weights on one training set; a diverged run is recorded, not raised."""
+    model = load_model(model_spec).model  # every variant starts from the base weights
+    try:
+        result = train_sft(model, tokenizer, examples, cfg, run_dir, evaluate, "dev_accuracy", progress)
+        return {"metrics": result.metrics, "early_stop_epoch": result.early_stop_epoch,
+                "convergence_epoch": result.convergence_epoch, "size": len(examples)}
+    except TrainingDiverged as e:
+        console.print(f"[red]{e}[/red]")
+        metrics = [m for _, m in iter_jsonl(run_dir / "metrics.jsonl")] if (run_dir / "metrics.jsonl").exists() else []
+        return {"metrics": metrics, "diverged": str(e), "size": len(examples)}
+
+
+def write_sets(out: Path, rows: dict[int, dict[str, list[dict]]], info: dict[int, dict[str, dict]]) -> None:
+    """Every seed's training sets as out/sets/seed<N>/<set>.jsonl, and each seed's manifest.json of `info`."""
+    for seed, by_name in rows.items():
+        for name, set_rows in by_name.items():
+            atomic_write_jsonl(out / "sets" / f"seed{seed}" / f"{name}.jsonl", set_rows)
+        atomic_write_json(out / "sets" / f"seed{seed}" / "manifest.json", info[seed])
+
+
+def train_sets(model_spec: str, tokenizer, sets: dict[int, dict[str, list[SFTExample]]], cfg: SFTConfig, out: Path,
+               evaluator: Callable[[Path], EvaluateFn | None], notes: dict[int, dict[str, str]],
+               progress: bool) -> dict[int, dict[str, dict]]:
+    """Train every seed's every set from the base weights into out/runs/seed<N>/<set> (finished runs
+    are read back, killed ones resume); seed → set → run record."""
+    runs: dict[int, dict[str, dict]] = {}
+    total, done = sum(len(s) for s in sets.values()), 0
+    for seed, by_name in sets.items():
+        runs[seed] = {}
+        for name, examples in by_name.items():
+            done += 1
+            run_dir = out / "runs" / f"seed{seed}" / name
+            console.print(f"[{done}/{total}] seed {seed} {name}: {notes[seed][name]}")
+            runs[seed][name] = train_variant(model_spec, tokenizer, examples, cfg.model_copy(update={"seed": seed}), run_dir,
+                                             evaluator(run_dir), progress)
+    return runs

@@ -1,0 +1,92 @@
+"""The new-knowledge study (Gekhman et al. 2024) end to end:
+probe → curate → train every variant (per seed) → evaluate per epoch → analyse → report.
+
+Every stage writes into the study directory and is skipped when its output is already complete,
+so a killed study resumes where it stopped. Probe results are cached by (model, data, settings,
+questions) fingerprint under $KNOWTUNE_CACHE/probes, so studies sharing a model and data probe once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from knowtune.curate.new_knowledge_sets import describe_set, study_sets
+from knowtune.data import load_qa, select_examples
+from knowtune.data.records import QADataset
+from knowtune.errors import ConfigError
+from knowtune.evaluate.qa import evaluate_qa
+from knowtune.files import atomic_write_json, atomic_write_jsonl, versions
+from knowtune.models import describe, load_model
+from knowtune.probe.slick import summarize
+from knowtune.studies.common import cached_probe, train_sets, write_sets
+from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
+from knowtune.studies.new_knowledge.findings import analyse
+from knowtune.studies.new_knowledge.report import write_report
+from knowtune.train.examples import SFTExample, example_from_row
+
+console = Console(stderr=True)
+
+
+def probe_study_questions(cfg: NewKnowledgeConfig, data: QADataset, lm) -> dict[str, list[dict]]:
+    """Probe the training pool, dev, test and OOD test questions (cached) and return records by part."""
+    parts = {
+        "train": select_examples(data, "train", ",".join(cfg.relations), cfg.train_pool),
+        "dev": select_examples(data, "dev", ",".join(cfg.relations), cfg.dev_size),
+        "test": select_examples(data, "test", ",".join(cfg.relations), cfg.test_size),
+    }
+    if cfg.ood_relations:
+        parts["ood"] = select_examples(data, "test", ",".join(cfg.ood_relations), cfg.ood_test_size)
+    examples = [e for part in parts.values() for e in part]
+    records = cached_probe(lm, data, examples, cfg.probe, cfg.batch_size)
+    return {name: [records[e.id] for e in part] for name, part in parts.items()}
+
+
+def _evaluator(cfg: NewKnowledgeConfig, probed: dict[str, list[dict]], tokenizer):
+    """The per-epoch evaluation: dev accuracy (for EARLY_STOP), test per category, OOD per category."""
+    def evaluate(model, epoch: int) -> dict:
+        row: dict = {}
+        for part in ("dev", "test", "ood"):
+            if part in probed:
+                metrics, _ = evaluate_qa(model, tokenizer, probed[part], cfg.train.eval_batch_size)
+                row[f"{part}_accuracy"] = metrics["accuracy"]
+                row[part] = metrics
+        return row
+
+    return evaluate
+
+
+def run_study(cfg: NewKnowledgeConfig, out: str | Path, progress: bool = True) -> dict:
+    """Run (or resume) the whole study into `out`; returns the results written to results.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = load_qa(cfg.data)
+    for rel in cfg.relations + cfg.ood_relations:
+        if rel not in data.relations():
+            raise ConfigError(f"unknown relation {rel!r} in {data.name!r} (has: {', '.join(data.relations())})")
+    lm = load_model(cfg.model)
+    atomic_write_json(out / "study_config.json", {"config": cfg.model_dump(), "model": describe(lm),
+                                                   "data": {"name": data.name, "fingerprint": data.fingerprint()},
+                                                   "versions": versions()})
+    probed = probe_study_questions(cfg, data, lm)
+    atomic_write_jsonl(out / "probe.jsonl", [r for part in probed.values() for r in part])
+    probe_summary = {p: summarize(rows, data) for p, rows in probed.items()}
+    atomic_write_json(out / "probe_summary.json", probe_summary)
+    # Curate every seed's sets before any training, so an impossible request fails up front.
+    sets = {seed: study_sets(probed["train"], cfg.size, seed, cfg.idk_unknown_percent) for seed in cfg.seeds}
+    info = {seed: {name: describe_set(rows) for name, rows in by_name.items()} for seed, by_name in sets.items()}
+    write_sets(out, sets, info)
+    examples: dict[int, dict[str, list[SFTExample]]] = {
+        seed: {name: [example_from_row(r) for r in rows] for name, rows in by_name.items()} for seed, by_name in sets.items()}
+    evaluate = _evaluator(cfg, probed, lm.tokenizer)
+    notes = {seed: {name: str(d["categories"]) for name, d in by_name.items()} for seed, by_name in info.items()}
+    runs = train_sets(cfg.model, lm.tokenizer, examples, cfg.train, out, lambda _: evaluate, notes, progress)
+    results = analyse(cfg, probed, runs)
+    results["probe_summary"] = probe_summary
+    results["wall_seconds_this_invocation"] = round(time.time() - started, 1)
+    atomic_write_json(out / "results.json", results)
+    write_report(results, out / "report.html", probe_summary)
+    return results
