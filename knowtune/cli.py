@@ -35,37 +35,6 @@ def parse_settings(pairs: list[str]) -> dict:
     return with_overrides({}, parse_overrides(pairs))
 
 
-def probe_records(path: Path) -> list[dict]:
-    """Probe records from a file; an empty file or a repeated id is an error (sets and metrics go by id)."""
-    from knowtune.data.validate import check_unique_ids
-    from knowtune.probe.slick import load_records
-
-    records = load_records(path)
-    if not records:
-        raise ConfigError(f"{path}: no probe records")
-    check_unique_ids([r["id"] for r in records], path)
-    return records
-
-
-def category_table(summary: dict, title: str) -> Table:
-    """The SliCK category counts per relation, with chance rates, as a rich table."""
-    from knowtune.probe.slick import CATEGORIES
-
-    table = Table(title=title)
-    table.add_column("relation")
-    for c in CATEGORIES:
-        table.add_column(c, justify="right")
-    table.add_column("chance", justify="right")
-    for rel, row in summary["per_relation"].items():
-        chance = row.get("chance_rate")
-        table.add_row(rel, *[str(row[c]) for c in CATEGORIES], "" if chance is None else f"{chance:.2f}")
-    for name, row in summary.get("per_popularity", {}).items():
-        table.add_row(f"[dim]pop. {name}[/dim]", *[str(row[c]) for c in CATEGORIES], "")
-    n = summary["n"]
-    table.add_row("[b]all[/b]", *[f"{summary['categories'][c]} ({summary['categories'][c] / n:.0%})" for c in CATEGORIES], "")
-    return table
-
-
 @app.command()
 def probe(
     model: str = typer.Option("builtin", help="'builtin', a hub id, a local HF directory or a .gguf file."),
@@ -88,6 +57,7 @@ def probe(
     from knowtune.models import describe, load_model
     from knowtune.probe.config import probe_config
     from knowtune.probe.slick import check_probe_fits, run_probe
+    from knowtune.report.tables import category_table
 
     cfg = probe_config(preset, {"seed": str(seed), **parse_overrides(set_)})
     dataset = load_qa(data)
@@ -118,9 +88,11 @@ def curate(
         sha256_file,
         versions,
     )
+    from knowtune.probe.slick import read_probe_records
     from knowtune.provenance import provenance_of
+    from knowtune.report.tables import sets_table
 
-    records = probe_records(probe)
+    records = read_probe_records(probe)
     if size > len(records):  # say which file, before study_sets refuses the same request
         raise ConfigError(f"--size {size} is more than the {len(records)} probe records in {probe}")
     sets = study_sets(records, size, seed, idk_unknown_percent)
@@ -131,13 +103,7 @@ def curate(
     atomic_write_json(out / "manifest.json", {  # written last: the sets are complete once it exists
         "probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
         "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest})
-    table = Table(title=f"training sets (|D| = {size}, seed {seed})")
-    table.add_column("set")
-    for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown", "size"):
-        table.add_column(c, justify="right")
-    for name, m in manifest.items():
-        table.add_row(name, *[str(m["categories"].get(c, 0)) for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")], str(m["size"]))
-    console.print(table)
+    console.print(sets_table(manifest, f"training sets (|D| = {size}, seed {seed})"))
 
 
 @app.command()
@@ -154,6 +120,7 @@ def train(
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.files import versions
     from knowtune.models import load_model
+    from knowtune.probe.slick import read_probe_records
     from knowtune.provenance import check_inputs, provenance_of
     from knowtune.train.examples import read_examples
     from knowtune.train.sft_config import SFTConfig
@@ -161,7 +128,7 @@ def train(
 
     cfg = validated(SFTConfig, parse_settings(set_), "training settings")
     examples = read_examples(train_set)
-    evals = {name: probe_records(path) for name, path in (("dev", dev), ("test", test)) if path is not None}
+    evals = {name: read_probe_records(path) for name, path in (("dev", dev), ("test", test)) if path is not None}
     lm = load_model(model)
     check_inputs(model, lm.fingerprint, {"--train": train_set, "--dev": dev, "--test": test})
     meta = {"provenance": {"model": lm.fingerprint, "model_spec": model, "data": (provenance_of(train_set) or {}).get("data")},
@@ -234,9 +201,10 @@ def evaluate(
         return
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.models import load_model
+    from knowtune.probe.slick import read_probe_records
     from knowtune.provenance import check_inputs
 
-    recs = probe_records(records)
+    recs = read_probe_records(records)
     lm = load_model(model)
     check_inputs(model, lm.fingerprint, {"--records": records})
     metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
@@ -259,18 +227,10 @@ def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int) -> tup
 
 def print_mc_summary(summary: dict, title: str, out: Path) -> None:
     """Accuracy per domain and subject, the test against chance, and where the outputs are."""
-    table = Table(title=title)
-    for column in ("domain / subject", "n", "accuracy"):
-        table.add_column(column, justify="left" if column.startswith("domain") else "right")
-    for name, row in list(summary["domains"].items()) + [(f"  {s}", r) for s, r in summary["subjects"].items()]:
-        table.add_row(name, str(row["n"]), f"{row['accuracy']:.3f}")
-    check = summary["chance_check"]
-    table.add_row("[b]all[/b]", str(check["n"]), f"{check['accuracy']:.3f}")
-    console.print(table)
-    console.print(f"chance 0.25: one-sided binomial p = {check['p_value']:.3g} "
-                  f"({'above' if check['above_chance'] else 'NOT above'} chance); predicted letters "
-                  f"{check['predicted_letters']}; always '{check['best_constant_letter']}' would score "
-                  f"{check['best_constant_accuracy']:.3f}")
+    from knowtune.report.tables import chance_line, mc_table
+
+    console.print(mc_table(summary, title))
+    console.print(chance_line(summary["chance_check"]))
     console.print(f"predictions: {out / 'predictions.jsonl'}   summary: {out / 'summary.json'}")
 
 
@@ -288,17 +248,15 @@ def probe_mc(
 
 def print_findings(study, results: dict, out: Path) -> None:
     """A study's caveats and its verdicts, finding by finding, and where its report and results are."""
+    from knowtune.report.tables import findings_table
     from knowtune.studies.stats import Finding
 
     for line in results.get("caveats", []):
         console.print(f"[yellow]caveat:[/yellow] {line}")
-    table = Table(title=f"findings ({study.paper})")
-    for col in ("finding", "reproduced", "this run", "paper"):
-        table.add_column(col)
-    for f in map(Finding.from_dict, results["findings"]):
-        claim = f"{f.extra['set']}: {f.claim}" if "set" in f.extra else f.claim
-        table.add_row(claim, f.verdict + (" (base at chance)" if f.extra.get("base_at_chance") else ""), f.this_run, f.paper)
-    console.print(table)
+    rows = [(f"{f.extra['set']}: {f.claim}" if "set" in f.extra else f.claim,
+             f.verdict + (" (base at chance)" if f.extra.get("base_at_chance") else ""), f.this_run, f.paper)
+            for f in map(Finding.from_dict, results["findings"])]
+    console.print(findings_table(rows, f"findings ({study.paper})"))
     console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
 
 

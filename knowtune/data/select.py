@@ -23,6 +23,13 @@ def round_robin(queues: list[list[T]], n: int | None = None) -> list[T]:
     return picked
 
 
+def check_relations(data: QADataset, relations: list[str]) -> None:
+    """Refuse a relation the dataset does not have, naming the ones it has."""
+    for r in relations:
+        if r not in data.relations():
+            raise ConfigError(f"unknown relation {r!r} in {data.name!r} (has: {', '.join(data.relations())})")
+
+
 def select_examples(data: QADataset, split: str, relations: str | None = None, limit: int | None = None) -> list[QAExample]:
     """The questions to probe: a split (or 'all' non-exemplar splits), optional relations and a
     limit that takes a relation-balanced, seed-independent subset (stable hash of each id)."""
@@ -35,9 +42,7 @@ def select_examples(data: QADataset, split: str, relations: str | None = None, l
     chosen = [e for e in data.examples if e.split in splits]
     if relations:
         wanted = [r.strip() for r in relations.split(",")]
-        for r in wanted:
-            if r not in data.relations():
-                raise ConfigError(f"unknown relation {r!r} in {data.name!r} (has: {', '.join(data.relations())})")
+        check_relations(data, wanted)
         chosen = [e for e in chosen if e.relation in wanted]
     if limit is not None:
         by_rel: dict[str, list] = {}

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from knowtune.data.formats import exemplar_block, exemplar_sets, question_block
 from knowtune.data.records import QADataset, QAExample, chance_rate
-from knowtune.data.validate import require_probe_record
+from knowtune.data.validate import check_unique_ids, require_probe_record
 from knowtune.engine import Engine
 from knowtune.errors import ConfigError
 from knowtune.files import (
@@ -104,6 +104,15 @@ def load_records(path: str | Path) -> list[dict]:
     """Read probe records, checking the fields later stages rely on."""
     path = Path(path)
     return [require_probe_record(rec, path, lineno, CATEGORIES) for lineno, rec in iter_jsonl(path)]
+
+
+def read_probe_records(path: str | Path) -> list[dict]:
+    """Probe records as a later stage reads them: an empty file or a repeated id is an error (sets and metrics go by id)."""
+    records = load_records(path)
+    if not records:
+        raise ConfigError(f"{path}: no probe records")
+    check_unique_ids([r["id"] for r in records], path)
+    return records
 
 
 def run_probe(

@@ -29,7 +29,7 @@ from knowtune.data.edit_records import resolve_edits, write_edit_records
 from knowtune.data.edits import EditExample, builtin_counterfacts
 from knowtune.data.formats import exemplar_block, exemplar_sets, question_block
 from knowtune.data.records import QADataset
-from knowtune.data.select import round_robin
+from knowtune.data.select import check_relations, round_robin
 from knowtune.errors import ConfigError
 from knowtune.evaluate.edit_metrics import (
     EditScores,
@@ -226,9 +226,7 @@ def run_study(cfg: FLearningStudyConfig, out: str | Path, progress: bool = True)
         builtin, probe_summary = None, None
         if spec == "builtin":
             data = load_qa(cfg.data)
-            for rel in cfg.relations:
-                if rel not in data.relations():
-                    raise ConfigError(f"unknown relation {rel!r} in {data.name!r} (has: {', '.join(data.relations())})")
+            check_relations(data, cfg.relations)
             known, probe_summary = known_facts(cfg, data, lm)
             builtin = (data, known)
             atomic_write_json(out / key / "probe_summary.json", probe_summary)

@@ -16,7 +16,7 @@ from rich.console import Console
 from knowtune.curate.new_knowledge_sets import describe_set, study_sets
 from knowtune.data import load_qa, select_examples
 from knowtune.data.records import QADataset
-from knowtune.errors import ConfigError
+from knowtune.data.select import check_relations
 from knowtune.evaluate.qa import evaluate_qa
 from knowtune.files import atomic_write_json, atomic_write_jsonl, versions
 from knowtune.models import describe, load_model
@@ -64,9 +64,7 @@ def run_study(cfg: NewKnowledgeConfig, out: str | Path, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = load_qa(cfg.data)
-    for rel in cfg.relations + cfg.ood_relations:
-        if rel not in data.relations():
-            raise ConfigError(f"unknown relation {rel!r} in {data.name!r} (has: {', '.join(data.relations())})")
+    check_relations(data, cfg.relations + cfg.ood_relations)
     lm = load_model(cfg.model)
     atomic_write_json(out / "study_config.json", {"config": cfg.model_dump(), "model": describe(lm),
                                                    "data": {"name": data.name, "fingerprint": data.fingerprint()},
