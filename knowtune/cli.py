@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -19,7 +20,21 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="List and inspect QA datasets.")
 app.add_typer(data_app, name="data")
-study_app = typer.Typer(no_args_is_help=True, help="One-command studies reproducing the papers.")
+
+
+class _StudyGroup(TyperGroup):
+    """`knowtune study`: a name that is no command is an unknown study, answered with the ones there are."""
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        if command is None:
+            from knowtune.studies.registry import get_study
+
+            get_study(name)  # raises the one-line error naming the registered studies
+        return command
+
+
+study_app = typer.Typer(cls=_StudyGroup, no_args_is_help=True, help="One-command studies reproducing the papers.")
 app.add_typer(study_app, name="study")
 console = Console()
 _state = {"debug": False}
