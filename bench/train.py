@@ -27,14 +27,13 @@ def _setup(args):
     import torch
 
     from knowtune.data import load_qa, select_examples
-    from knowtune.evaluate.qa import qa_prompt
+    from knowtune.data.formats import qa_prompt
     from knowtune.models import load_model
-    from knowtune.settings import load_study_config
-    from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
-    from knowtune.train.sft_trainer import SFTExample
+    from knowtune.studies.registry import get_study
+    from knowtune.train.examples import SFTExample
 
     torch.set_num_threads(args.threads)
-    cfg = load_study_config(NewKnowledgeConfig, "slick", "quick", {})
+    cfg = get_study("new-knowledge").load_config("quick", {})
     data = load_qa(cfg.data)
     rel = ",".join(cfg.relations)
     train = select_examples(data, "train", rel, cfg.size)
