@@ -177,6 +177,15 @@ def _brief(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any]:
+    """The dotted path below `key` where two JSON values first differ, and the two values there."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            if old.get(k) != new.get(k):
+                return first_difference(old.get(k), new.get(k), f"{key}.{k}")
+    return key, old, new
+
+
 def check_or_write_manifest(path: str | Path, manifest: dict, what: str, compare: Iterable[str] | None = None) -> None:
     """The resume guard of every run directory: write `manifest` to `path`, or, when an earlier run
     wrote one there, refuse unless the two agree on every key of `compare` (default: all), naming the
@@ -190,8 +199,9 @@ def check_or_write_manifest(path: str | Path, manifest: dict, what: str, compare
         raise ConfigError(f"{path}: not a knowtune manifest (expected a JSON object); use another output directory or delete it")
     for key in manifest if compare is None else compare:
         if old.get(key) != manifest[key]:
-            raise ConfigError(f"{path}: this directory holds {what} with a different {key} "
-                              f"({_brief(old.get(key))} vs {_brief(manifest[key])}); use another output directory or delete it")
+            where_, was, now = first_difference(old.get(key), manifest[key], key)
+            raise ConfigError(f"{path}: this directory holds {what} with a different {where_} "
+                              f"({_brief(was)} vs {_brief(now)}); use another output directory or delete it")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

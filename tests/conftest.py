@@ -86,3 +86,31 @@ def tiny_workdir(tmp_path_factory) -> Path:
     for name, part in (("train", records[:40]), ("dev", records[40:56]), ("test", records[56:])):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     return root
+
+
+# anatomy and virology share MMLU's "other" category (ID for a study training on anatomy); astronomy is STEM (OOD).
+MMLU_SUBJECTS = {"anatomy": 40, "virology": 8, "astronomy": 8}
+
+
+def write_mmlu(root: Path) -> None:
+    """Original-layout MMLU CSVs: a dev split of 5 exemplars, a small val split and a test split per subject."""
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    for subject, n_test in MMLU_SUBJECTS.items():
+        for split, n in (("dev", 5), ("val", 4), ("test", n_test)):
+            with open(root / f"{subject}_{split}.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                for i in range(n):
+                    writer.writerow([f"Which is {subject} {split} {i}?", f"Paris {i}", "Lyon", f"Au {i % 3}", "Nice", "ABCD"[i % 4]])
+
+
+@pytest.fixture(scope="session")
+def mmlu_inputs(tiny_tokenizer, tmp_path_factory) -> Path:
+    """A tiny MMLU folder (`mmlu/`, written by `write_mmlu`) and a tiny model directory (`model/`)."""
+    root = tmp_path_factory.mktemp("mmlu_inputs")
+    write_mmlu(root / "mmlu")
+    model = make_tiny_model(tiny_tokenizer, seed=3, sharpness=30.0)
+    model.save_pretrained(root / "model")
+    tiny_tokenizer.save_pretrained(root / "model")
+    return root

@@ -10,7 +10,7 @@ knowtune's probe (`knowtune.probe.multiple_choice`, the one the self-aligning st
   continuation " A" … " D" (target delimiter " " + choice) after the prompt and takes the argmax (`acc`).
   knowtune takes the argmax of the four letters' next-token logits. For one-token " A" … " D" the two
   differ by one constant per question (the log-softmax normaliser), and a separate space token adds the
-  same term to all four, so *on the same prompt* the predictions agree (tests/test_selfalign.py checks it).
+  same term to all four, so *on the same prompt* the predictions agree (tests/evaluate/test_multiple_choice_eval.py checks it).
 * Exemplars: lm-eval uses the first k questions of the subject's dev split in file order (`first_n`),
   the same k for every question; knowtune draws k from the subject's exemplar pool in an order fixed by
   (seed, subject). The header and layout are the same wording; lm-eval strips the question text.

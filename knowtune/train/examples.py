@@ -42,10 +42,13 @@ def example_from_row(row: dict, path: object = "row", record: object = None) -> 
         prompt, target = qa_prompt(require_str(row, "question", path, record)), f" {answer_label(row, path, record)}\n"
     else:
         raise DataError(f"{where(path, record)}: a training row needs 'question' and an answer, or 'prompt' and 'target'")
-    group = next((row[k] for k in GROUP_KEYS if row.get(k) is not None), "all")
+    key = next((k for k in GROUP_KEYS if row.get(k) is not None), None)
+    group = "all" if key is None else row[key]
     if not isinstance(group, str):
-        raise DataError(f"{where(path, record, 'group')}: expected a string, got {type(group).__name__}")
+        raise DataError(f"{where(path, record, key)}: expected a string, got {type(group).__name__}")
     row_id = row.get("id", record)
+    if row_id is None:
+        raise DataError(f"{where(path, record, 'id')}: missing")
     if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
         raise DataError(f"{where(path, record, 'id')}: expected a string")
     return SFTExample(str(row_id), prompt, target, group)

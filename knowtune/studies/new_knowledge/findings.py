@@ -125,7 +125,8 @@ def findings(runs: dict, agg: dict) -> list[dict]:
                         "Fig. 3: monotone decrease; Table 2: D_Unknown 25.8 vs D_HighlyKnown 40.0 at convergence",
                         f"convergence accuracy {', '.join(f'{x}%: {fmt(conv[x])}' for x in xs)}; "
                         f"slope {slope:+.1f} points per 100 % Unknown" if slope is not None else "n/a",
-                        None if slope is None else slope < 0 and conv[100]["mean"] < conv[0]["mean"]))
+                        None if slope is None or None in (conv[0]["mean"], conv[100]["mean"])
+                        else slope < 0 and conv[100]["mean"] < conv[0]["mean"]))
 
     gap_es = {x: (es[x]["mean"] - conv[x]["mean"]) * 100 for x in (0, 100) if es[x]["mean"] is not None and conv[x]["mean"] is not None}
     out.append(_finding("Early stopping limits the harm of Unknown examples (the early-stop → convergence drop grows with Unknown)",
@@ -143,12 +144,12 @@ def findings(runs: dict, agg: dict) -> list[dict]:
                         if lm["beta_kn"] is not None else "n/a", ok))
 
     known = agg["accuracy_vs_unknown"]["D_Known"]["convergence"]
-    diffs = [known[x]["mean"] - conv[x]["mean"] for x in (25, 50, 75) if known[x]["mean"] is not None and conv[x]["mean"] is not None]
+    diffs = {x: known[x]["mean"] - conv[x]["mean"] for x in (25, 50, 75)
+             if known[x]["mean"] is not None and conv[x]["mean"] is not None}
     out.append(_finding("Filtering out Unknown examples (D_Known) avoids the loss at convergence",
                         "Fig. 3: D_Known stays flat while D falls with more Unknown",
-                        "D_Known − D at convergence: " + ", ".join(f"{x}%: {(known[x]['mean'] - conv[x]['mean']) * 100:+.1f}"
-                                                                   for x in (25, 50, 75) if known[x]["mean"] is not None),
-                        None if not diffs else float(np.mean(diffs)) > 0))
+                        "D_Known − D at convergence: " + ", ".join(f"{x}%: {d * 100:+.1f}" for x, d in diffs.items()),
+                        None if not diffs else float(np.mean(list(diffs.values()))) > 0))
 
     idk = agg["idk"]
     base = next(n for n in idk if n != "D_IDK")
