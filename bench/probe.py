@@ -50,8 +50,8 @@ def _knowtune(args, queue):
     seconds = time.perf_counter() - start
     queue.put({
         "seconds": seconds,
-        "greedy": {r["id"]: r["greedy"] for r in records},
-        "categories": {r["id"]: r["category"] for r in records},
+        "greedy": {r.id: r.greedy for r in records},
+        "categories": {r.id: r.category for r in records},
         "avoided_share": engine.stats.avoided_share,
         "tree_forwards": engine.stats.tree_forwards,
         "sample_tokens": engine.stats.sample_tokens,

@@ -46,12 +46,13 @@ def _setup(args):
 
 def _knowtune(args, queue):
     from knowtune.evaluate.qa import evaluate_qa
+    from knowtune.probe.records import ProbeRecord
     from knowtune.train.fit import teacher_forced_fit
     from knowtune.train.sft_trainer import train_sft
 
     cfg, examples, evals, sft, lm = _setup(args)
     timing = {}
-    records = [{**e.to_dict(), "category": "all"} for e in evals]
+    records = [ProbeRecord.from_dict({**e.to_dict(), "category": "all"}) for e in evals]
 
     def evaluate(model, epoch):
         start = time.perf_counter()

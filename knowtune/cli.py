@@ -112,7 +112,7 @@ def curate(
         raise ConfigError(f"--size {size} is more than the {len(records)} probe records in {probe}")
     sets = study_sets(records, size, seed, idk_unknown_percent)
     for name, rows in sets.items():
-        atomic_write_jsonl(out / f"{name}.jsonl", rows)
+        atomic_write_jsonl(out / f"{name}.jsonl", [r.to_dict() for r in rows])
     manifest = {name: describe_set(rows) for name, rows in sets.items()}
     prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
     atomic_write_json(out / "manifest.json", {  # written last: the sets are complete once it exists
@@ -225,7 +225,7 @@ def evaluate(
     metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
     if out:
         atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics,
-                                "predictions": [{"id": r["id"], "prediction": p} for r, p in zip(recs, preds)]})
+                                "predictions": [{"id": r.id, "prediction": p} for r, p in zip(recs, preds)]})
     console.print_json(data=metrics)
 
 

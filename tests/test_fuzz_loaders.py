@@ -266,7 +266,7 @@ def usable_qa(ds: QADataset) -> None:
     ds.fingerprint()
     json.dumps([e.to_dict() for e in ds.examples], ensure_ascii=False, allow_nan=False).encode("utf-8")
     chance_rate(ds.examples)
-    popularity_bins([e.to_dict() for e in ds.examples])
+    popularity_bins(ds.examples)
 
 
 def usable_edits(ds: EditDataset, tmp_path: Path) -> None:
@@ -386,10 +386,10 @@ def test_fuzz_probe_records(tmp_path, data):
     rows = outcome(lambda: load_records(path), path)
     if rows:  # what curate, train and evaluate do with the records
         popularity_bins(rows)
-        sorted({r["id"] for r in rows})
-        Counter((r["relation"], r["category"]) for r in rows)
-        assert all(isinstance(answer_label(r), str) and is_correct(r["answers"][0], r["answers"]) for r in rows)
-        assert all(isinstance(r["question"], str) for r in rows)
+        sorted({r.id for r in rows})
+        Counter((r.relation, r.category) for r in rows)
+        assert all(isinstance(answer_label(r.to_dict()), str) and is_correct(r.answers[0], r.answers) for r in rows)
+        assert all(isinstance(r.question, str) for r in rows)
 
 
 STUDIES = ("new-knowledge", "flearning", "self-align")
@@ -502,4 +502,5 @@ def test_probe_records_check_the_fields_later_stages_use(tmp_path, field, value,
 def test_probe_records_read_a_bare_answer_as_a_list(tmp_path):
     # As the QA loaders read it; curation took answers[0], the first letter of a bare string.
     (tmp_path / "probe.jsonl").write_text(json.dumps(probe_record(0) | {"answers": "France"}) + "\n")
-    assert load_records(tmp_path / "probe.jsonl")[0]["answers"] == ["France"]
+    record = load_records(tmp_path / "probe.jsonl")[0]
+    assert record.answers == ("France",) and record.to_dict()["answers"] == ["France"]

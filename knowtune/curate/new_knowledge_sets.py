@@ -19,7 +19,7 @@ import numpy as np
 from knowtune.data.formats import ABSTENTION
 from knowtune.errors import ConfigError
 from knowtune.files import stable_int
-from knowtune.probe.slick import CATEGORIES, KNOWN
+from knowtune.probe.records import CATEGORIES, KNOWN, ProbeRecord
 
 UNKNOWN_SHARES = (0, 25, 50, 75, 100)
 
@@ -34,12 +34,12 @@ def apportion(weights: dict[str, float], n: int) -> dict[str, int]:
     return out
 
 
-def relation_quota(pool: list[dict], size: int) -> dict[str, int]:
+def relation_quota(pool: list[ProbeRecord], size: int) -> dict[str, int]:
     """Examples per relation for a set of `size` that keeps the pool's relation mix."""
-    return apportion(dict(Counter(r["relation"] for r in pool)), size)
+    return apportion(dict(Counter(r.relation for r in pool)), size)
 
 
-def _fill(want: dict[str, int], supply: dict[str, list[dict]], what: str, size_note: str) -> dict[str, int]:
+def _fill(want: dict[str, int], supply: dict[str, list[ProbeRecord]], what: str, size_note: str) -> dict[str, int]:
     """Take `want[rel]` from each relation's supply; move shortfalls to relations with spare supply."""
     have = {rel: len(supply.get(rel, [])) for rel in set(want) | set(supply)}
     total_want, total_have = sum(want.values()), sum(have.values())
@@ -58,26 +58,26 @@ def _fill(want: dict[str, int], supply: dict[str, list[dict]], what: str, size_n
     return take
 
 
-def _sample(rows: list[dict], n: int, seed: int, tag: str) -> list[dict]:
+def _sample(rows: list[ProbeRecord], n: int, seed: int, tag: str) -> list[ProbeRecord]:
     """n rows drawn without replacement, reproducibly (order of `rows` does not matter)."""
-    rows = sorted(rows, key=lambda r: r["id"])
+    rows = sorted(rows, key=lambda r: r.id)
     rng = np.random.default_rng(stable_int("curate", seed, tag))
     return [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))]
 
 
-def _by_relation(pool: list[dict], categories: tuple[str, ...]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
+def _by_relation(pool: list[ProbeRecord], categories: tuple[str, ...]) -> dict[str, list[ProbeRecord]]:
+    out: dict[str, list[ProbeRecord]] = defaultdict(list)
     for r in pool:
-        if r["category"] in categories:
-            out[r["relation"]].append(r)
+        if r.category in categories:
+            out[r.relation].append(r)
     return out
 
 
-def _draw(pool: list[dict], size: int, parts: list[tuple[tuple[str, ...], int]], seed: int, name: str) -> list[dict]:
+def _draw(pool: list[ProbeRecord], size: int, parts: list[tuple[tuple[str, ...], int]], seed: int, name: str) -> list[ProbeRecord]:
     """Draw `size` examples made of `parts` (category group, count), each part split across
     relations in proportion to the pool's relation mix."""
     quota = relation_quota(pool, size)
-    chosen: list[dict] = []
+    chosen: list[ProbeRecord] = []
     for i, (cats, n) in enumerate(parts):
         label = "Unknown" if cats == ("Unknown",) else "Known" if cats == KNOWN else "/".join(cats)
         want = quota if i == len(parts) - 1 else apportion(quota, n)
@@ -86,10 +86,10 @@ def _draw(pool: list[dict], size: int, parts: list[tuple[tuple[str, ...], int]],
         for rel, k in sorted(_fill(want, supply, label, f"{name} (|D|={size})").items()):
             if k:
                 chosen += _sample(supply[rel], k, seed, f"{name}/{label}/{rel}")
-    return sorted(chosen, key=lambda r: r["id"])
+    return sorted(chosen, key=lambda r: r.id)
 
 
-def mixture(pool: list[dict], size: int, unknown_percent: int, seed: int) -> list[dict]:
+def mixture(pool: list[ProbeRecord], size: int, unknown_percent: int, seed: int) -> list[ProbeRecord]:
     """D with `unknown_percent` % Unknown and the rest Known, relation mix kept."""
     if not 0 <= unknown_percent <= 100:
         raise ConfigError(f"unknown share must be within 0–100 %, got {unknown_percent}")
@@ -97,35 +97,35 @@ def mixture(pool: list[dict], size: int, unknown_percent: int, seed: int) -> lis
     return _draw(pool, size, [(("Unknown",), n_unknown), (KNOWN, size - n_unknown)], seed, f"D with {unknown_percent}% Unknown")
 
 
-def single_category(pool: list[dict], category: str, size: int, seed: int) -> list[dict]:
+def single_category(pool: list[ProbeRecord], category: str, size: int, seed: int) -> list[ProbeRecord]:
     """D_<category>: |D| examples of one SliCK category, relation mix kept where possible."""
     if category not in CATEGORIES:
         raise ConfigError(f"unknown category {category!r}; choose one of {', '.join(CATEGORIES)}")
     return _draw(pool, size, [((category,), size)], seed, f"D_{category}")
 
 
-def natural(pool: list[dict], size: int, seed: int) -> list[dict]:
+def natural(pool: list[ProbeRecord], size: int, seed: int) -> list[ProbeRecord]:
     """D_Natural: a uniform random sample of the pool."""
     if size > len(pool):
         raise ConfigError(f"D_Natural (|D|={size}) needs {size} examples but the probed training pool has {len(pool)}")
     return _sample(pool, size, seed, "natural")
 
 
-def filter_known(rows: list[dict]) -> list[dict]:
+def filter_known(rows: list[ProbeRecord]) -> list[ProbeRecord]:
     """D_Known: the set with its Unknown examples removed."""
-    return [r for r in rows if r["category"] != "Unknown"]
+    return [r for r in rows if r.category != "Unknown"]
 
 
-def relabel_idk(rows: list[dict]) -> list[dict]:
+def relabel_idk(rows: list[ProbeRecord]) -> list[ProbeRecord]:
     """D_IDK: Unknown examples keep their question but are labelled "I don't know"."""
-    return [{**r, "label": ABSTENTION} if r["category"] == "Unknown" else r for r in rows]
+    return [r.relabelled(ABSTENTION) if r.category == "Unknown" else r for r in rows]
 
 
-def study_sets(pool: list[dict], size: int, seed: int, idk_unknown_percent: int = 50) -> dict[str, list[dict]]:
+def study_sets(pool: list[ProbeRecord], size: int, seed: int, idk_unknown_percent: int = 50) -> dict[str, list[ProbeRecord]]:
     """Every training set of the study, by name. D_Unknown is D with 100 % Unknown (the same set)."""
     if size > len(pool):  # every set draws |D| distinct questions from the pool
         raise ConfigError(f"|D| = {size} is more than the {len(pool)} probed training questions")
-    sets: dict[str, list[dict]] = {}
+    sets: dict[str, list[ProbeRecord]] = {}
     for x in UNKNOWN_SHARES:
         sets[f"D_{x}"] = mixture(pool, size, x, seed)
     for x in UNKNOWN_SHARES[1:-1]:
@@ -137,10 +137,10 @@ def study_sets(pool: list[dict], size: int, seed: int, idk_unknown_percent: int 
     return sets
 
 
-def describe_set(rows: list[dict]) -> dict:
+def describe_set(rows: list[ProbeRecord]) -> dict:
     """Size, category counts and relation mix of a curated set."""
     return {
         "size": len(rows),
-        "categories": dict(Counter(r["category"] for r in rows)),
-        "relations": dict(sorted(Counter(r["relation"] for r in rows).items())),
+        "categories": dict(Counter(r.category for r in rows)),
+        "relations": dict(sorted(Counter(r.relation for r in rows).items())),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from knowtune.probe.slick import KNOWN
+from knowtune.probe.records import KNOWN
 
 
 def fit_linear_model(points: list[tuple[float, float, float]]) -> dict:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from knowtune.data.formats import ABSTENTION, qa_prompt
 from knowtune.engine import HFTreeEngine, SamplingParams
 from knowtune.matching import is_correct, normalize_answer
+from knowtune.probe.records import ProbeRecord
 
 
 def is_abstention(answer: str) -> bool:
@@ -21,15 +22,15 @@ def greedy_answers(model, tokenizer, questions: list[str], batch_size: int = 32,
     return [c.greedy for c in engine.complete("", [qa_prompt(q) for q in questions], [0] * len(questions), params)]
 
 
-def score_qa(records: list[dict], predictions: list[str]) -> dict:
+def score_qa(records: list[ProbeRecord], predictions: list[str]) -> dict:
     """Accuracy overall and per category, hallucination rate (wrong and not an abstention / all),
     answered share and accuracy on answered questions."""
-    correct = [is_correct(p, r["answers"]) for r, p in zip(records, predictions)]
+    correct = [is_correct(p, r.answers) for r, p in zip(records, predictions)]
     abstained = [is_abstention(p) for p in predictions]
     n = len(records)
     by_cat: dict[str, list[bool]] = defaultdict(list)
     for r, ok in zip(records, correct):
-        by_cat[r.get("category", "all")].append(ok)
+        by_cat[r.category].append(ok)
     answered = n - sum(abstained)
     return {
         "n": n,
@@ -41,7 +42,7 @@ def score_qa(records: list[dict], predictions: list[str]) -> dict:
     }
 
 
-def evaluate_qa(model, tokenizer, records: list[dict], batch_size: int = 32) -> tuple[dict, list[str]]:
+def evaluate_qa(model, tokenizer, records: list[ProbeRecord], batch_size: int = 32) -> tuple[dict, list[str]]:
     """Answer every record's question and score the answers; returns (metrics, predictions)."""
-    preds = greedy_answers(model, tokenizer, [r["question"] for r in records], batch_size)
+    preds = greedy_answers(model, tokenizer, [r.question for r in records], batch_size)
     return score_qa(records, preds), preds

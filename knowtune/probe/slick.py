@@ -30,9 +30,8 @@ from knowtune.files import (
 from knowtune.matching import is_correct
 from knowtune.memory import check_fits, probe_estimate
 from knowtune.probe.config import ProbeConfig
+from knowtune.probe.records import CATEGORIES, ProbeRecord
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = CATEGORIES[:3]
 CHUNK_SIZE = 64  # questions per durable write: a kill loses at most this much work
 
 
@@ -55,7 +54,7 @@ def question_seed(seed: int, example_id: str, set_index: int) -> int:
 
 def probe_examples(
     engine: Engine, data: QADataset, examples: list[QAExample], cfg: ProbeConfig
-) -> list[dict]:
+) -> list[ProbeRecord]:
     """Probe questions of one relation under each exemplar set; return one record per question."""
     relation = examples[0].relation
     params = cfg.sampling()
@@ -76,18 +75,10 @@ def probe_examples(
         g_ok = [is_correct(a, ex.answers) for a in greedy[ex.id]]
         p_greedy = sum(g_ok) / cfg.n_exemplar_sets
         p_sample = sum(sample_correct[ex.id]) / (cfg.n_exemplar_sets * cfg.n_samples) if cfg.n_samples else 0.0
-        records.append(
-            {
-                **ex.to_dict(),
-                "greedy": greedy[ex.id],
-                "greedy_correct": g_ok,
-                "sample_correct": sample_correct[ex.id],
-                "samples": sampled[ex.id],
-                "p_greedy": p_greedy,
-                "p_sample": p_sample,
-                "category": slick_category(p_greedy, p_sample),
-            }
-        )
+        records.append(ProbeRecord(
+            ex.id, ex.relation, ex.subject, ex.question, ex.answers, ex.popularity, ex.split, greedy=greedy[ex.id],
+            greedy_correct=g_ok, sample_correct=sample_correct[ex.id], samples=sampled[ex.id], p_greedy=p_greedy,
+            p_sample=p_sample, category=slick_category(p_greedy, p_sample)))
     return records
 
 
@@ -100,18 +91,18 @@ def check_probe_fits(model, tokenizer, examples: list[QAExample], cfg: ProbeConf
     check_fits(probe_estimate(model, min(batch, largest_relation), cfg.n_samples, seq_len), model)
 
 
-def load_records(path: str | Path) -> list[dict]:
+def load_records(path: str | Path) -> list[ProbeRecord]:
     """Read probe records, checking the fields later stages rely on."""
     path = Path(path)
-    return [require_probe_record(rec, path, lineno, CATEGORIES) for lineno, rec in iter_jsonl(path)]
+    return [ProbeRecord.from_dict(require_probe_record(rec, path, lineno, CATEGORIES)) for lineno, rec in iter_jsonl(path)]
 
 
-def read_probe_records(path: str | Path) -> list[dict]:
+def read_probe_records(path: str | Path) -> list[ProbeRecord]:
     """Probe records as a later stage reads them: an empty file or a repeated id is an error (sets and metrics go by id)."""
     records = load_records(path)
     if not records:
         raise ConfigError(f"{path}: no probe records")
-    check_unique_ids([r["id"] for r in records], path)
+    check_unique_ids([r.id for r in records], path)
     return records
 
 
@@ -141,7 +132,7 @@ def run_probe(
     remove_stale_temp(out)
     records_path = out / "probe.jsonl"
     sink = JsonlAppender(records_path)  # opening it cuts a torn last line left by a kill
-    done = {r["id"] for r in load_records(records_path)}
+    done = {r.id for r in load_records(records_path)}
     if done:
         print(f"{out}: resuming, {len(done)} of {len(examples)} questions already probed", file=sys.stderr)
     by_rel: dict[str, list[QAExample]] = defaultdict(list)
@@ -154,46 +145,46 @@ def run_probe(
             todo = by_rel[rel]
             for start in range(0, len(todo), chunk_size):
                 recs = probe_examples(engine, data, todo[start : start + chunk_size], cfg)
-                sink.write_many(recs)
+                sink.write_many([r.to_dict() for r in recs])
                 bar.update(len(recs))
     bar.close()
     records = load_records(records_path)
     wanted = {e.id for e in examples}
-    records = [r for r in records if r["id"] in wanted]
+    records = [r for r in records if r.id in wanted]
     summary = summarize(records, data)
     summary.update({"settings": cfg.model_dump(), "model": model_info, "data": manifest["data"]})
     atomic_write_json(out / "summary.json", summary)
     return summary
 
 
-def popularity_bins(records: list[dict]) -> dict[str, str]:
+def popularity_bins(records: list[ProbeRecord]) -> dict[str, str]:
     """Assign each record with a popularity to 'top 30%', 'middle 40%' or 'bottom 30%' by its rank
     within its relation (popularity scales differ across relations)."""
     bins: dict[str, str] = {}
-    by_rel: dict[str, list[dict]] = defaultdict(list)
+    by_rel: dict[str, list[ProbeRecord]] = defaultdict(list)
     for r in records:
-        if r.get("popularity") is not None:
-            by_rel[r["relation"]].append(r)
+        if r.popularity is not None:
+            by_rel[r.relation].append(r)
     for rel_records in by_rel.values():
-        ranked = sorted(rel_records, key=lambda r: -r["popularity"])
+        ranked = sorted(rel_records, key=lambda r: -r.popularity)
         n = len(ranked)
         for i, r in enumerate(ranked):
             q = i / n
-            bins[r["id"]] = "top 30%" if q < 0.3 else "middle 40%" if q < 0.7 else "bottom 30%"
+            bins[r.id] = "top 30%" if q < 0.3 else "middle 40%" if q < 0.7 else "bottom 30%"
     return bins
 
 
-def summarize(records: list[dict], data: QADataset | None = None) -> dict:
+def summarize(records: list[ProbeRecord], data: QADataset | None = None) -> dict:
     """Counts per category overall, per relation (with chance rate) and per popularity bin."""
-    overall = Counter(r["category"] for r in records)
+    overall = Counter(r.category for r in records)
     per_rel: dict[str, Counter] = defaultdict(Counter)
     for r in records:
-        per_rel[r["relation"]][r["category"]] += 1
+        per_rel[r.relation][r.category] += 1
     bins = popularity_bins(records)
     per_pop: dict[str, Counter] = defaultdict(Counter)
     for r in records:
-        if r["id"] in bins:
-            per_pop[bins[r["id"]]][r["category"]] += 1
+        if r.id in bins:
+            per_pop[bins[r.id]][r.category] += 1
     chance = {}
     if data is not None:
         for rel in per_rel:
@@ -202,7 +193,7 @@ def summarize(records: list[dict], data: QADataset | None = None) -> dict:
     return {
         "n": len(records),
         "categories": counts(overall),
-        "greedy_accuracy": sum(r["p_greedy"] for r in records) / max(len(records), 1),
+        "greedy_accuracy": sum(r.p_greedy for r in records) / max(len(records), 1),
         "per_relation": {rel: {**counts(c), "chance_rate": chance.get(rel)} for rel, c in sorted(per_rel.items())},
         "per_popularity": {b: counts(per_pop[b]) for b in ("top 30%", "middle 40%", "bottom 30%") if b in per_pop},
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from knowtune.probe.slick import CATEGORIES
+from knowtune.probe.records import CATEGORIES
 
 
 def category_table(summary: dict, title: str) -> Table:

@@ -18,6 +18,7 @@ from knowtune.files import (
 )
 from knowtune.models import LoadedModel, cache_dir, describe, load_model
 from knowtune.probe.config import ProbeConfig
+from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import CHUNK_SIZE, check_probe_fits, load_records, run_probe
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import (
@@ -30,7 +31,7 @@ from knowtune.train.sft_trainer import (
 console = Console(stderr=True)
 
 
-def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, dict]:
+def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, ProbeRecord]:
     """SliCK records by id, probed once per (model, data, settings, questions) under $KNOWTUNE_CACHE/probes."""
     key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "probe": cfg.model_dump(),
                        "ids": sorted(e.id for e in examples)})
@@ -40,7 +41,7 @@ def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cf
         console.print(f"probing {len(examples)} questions → {out}")
         run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=batch_size), data, examples, cfg, out, describe(lm))
     wanted = {e.id for e in examples}
-    return {r["id"]: r for r in load_records(out / "probe.jsonl") if r["id"] in wanted}
+    return {r.id: r for r in load_records(out / "probe.jsonl") if r.id in wanted}
 
 
 def train_variant(model_spec: str, tokenizer, examples: list[SFTExample], cfg: SFTConfig, run_dir: Path,

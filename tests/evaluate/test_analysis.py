@@ -5,6 +5,7 @@ import pytest
 
 from knowtune.evaluate.analysis import epochs_to_fit, fit_linear_model, fitted_fractions
 from knowtune.evaluate.qa import score_qa
+from knowtune.probe.records import ProbeRecord
 
 
 def test_linear_model_recovers_known_betas():
@@ -26,8 +27,8 @@ def test_fitted_fractions_and_epochs_to_fit():
 
 
 def test_score_qa_hallucination_and_abstention():
-    recs = [{"answers": ["Paris"], "category": "HighlyKnown"}, {"answers": ["Lima"], "category": "Unknown"},
-            {"answers": ["Suva"], "category": "Unknown"}, {"answers": ["Oslo"], "category": "HighlyKnown"}]
+    recs = [ProbeRecord(str(i), "r", answers=(answer,), category=category) for i, (answer, category) in enumerate(
+        [("Paris", "HighlyKnown"), ("Lima", "Unknown"), ("Suva", "Unknown"), ("Oslo", "HighlyKnown")])]
     m = score_qa(recs, ["paris", "I don't know.", "Nadi", "Oslo"])
     assert m["accuracy"] == 0.5
     assert m["accuracy_by_category"] == {"HighlyKnown": 1.0, "Unknown": 0.0}

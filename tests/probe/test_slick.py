@@ -11,6 +11,7 @@ from knowtune.data.records import QADataset, QAExample
 from knowtune.engine import HFTreeEngine
 from knowtune.errors import ConfigError
 from knowtune.probe.config import probe_config
+from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import load_records, run_probe, slick_category, summarize
 
 
@@ -65,11 +66,11 @@ def test_probe_writes_records_and_summary(tiny_model, tiny_tokenizer, tmp_path):
     records = load_records(tmp_path / "probe.jsonl")
     assert len(records) == 12 == summary["n"]
     r = records[0]
-    assert len(r["greedy"]) == 3 and len(r["sample_correct"]) == 3
-    assert all(sum(s.values()) == 6 for s in r["samples"])
-    assert r["p_greedy"] == sum(r["greedy_correct"]) / 3
-    assert r["p_sample"] == sum(r["sample_correct"]) / 18
-    assert r["category"] == slick_category(r["p_greedy"], r["p_sample"])
+    assert len(r.greedy) == 3 and len(r.sample_correct) == 3
+    assert all(sum(s.values()) == 6 for s in r.samples)
+    assert r.p_greedy == sum(r.greedy_correct) / 3
+    assert r.p_sample == sum(r.sample_correct) / 18
+    assert r.category == slick_category(r.p_greedy, r.p_sample)
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert sum(saved["categories"].values()) == 12
     assert set(saved["per_relation"]) == {"cap", "sym"}
@@ -87,8 +88,8 @@ def test_records_independent_of_batching_and_interruption(tiny_model, tiny_token
     (tmp_path / "b" / "probe.jsonl").write_text(lines + lines.splitlines()[0][:40])  # a torn last line
     (tmp_path / "b" / "config.json").unlink()
     probe(tiny_model, tiny_tokenizer, tmp_path / "b", qs, batch_size=1, chunk_size=2)
-    a = {r["id"]: r for r in load_records(tmp_path / "a" / "probe.jsonl")}
-    b = {r["id"]: r for r in load_records(tmp_path / "b" / "probe.jsonl")}
+    a = {r.id: r for r in load_records(tmp_path / "a" / "probe.jsonl")}
+    b = {r.id: r for r in load_records(tmp_path / "b" / "probe.jsonl")}
     assert a == b
 
 
@@ -111,7 +112,7 @@ def test_resume_skips_done_work_and_refuses_other_settings(tiny_model, tiny_toke
 
 
 def test_summary_counts_by_popularity():
-    recs = [{"id": str(i), "relation": "r", "popularity": float(i), "category": "HighlyKnown" if i >= 5 else "Unknown", "p_greedy": 0.0}
+    recs = [ProbeRecord(str(i), "r", popularity=float(i), category="HighlyKnown" if i >= 5 else "Unknown", p_greedy=0.0)
             for i in range(10)]
     s = summarize(recs)
     assert s["per_popularity"]["top 30%"] == {"HighlyKnown": 3, "MaybeKnown": 0, "WeaklyKnown": 0, "Unknown": 0}

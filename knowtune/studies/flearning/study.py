@@ -66,7 +66,7 @@ def known_facts(cfg: FLearningStudyConfig, data: QADataset, lm: LoadedModel) -> 
     """Probe the relations' questions (cached) and return the ids in `cfg.known` categories and the summary."""
     examples = select_examples(data, "all", ",".join(cfg.relations), cfg.probe_pool)
     records = list(cached_probe(lm, data, examples, cfg.probe, cfg.batch_size).values())
-    return [r["id"] for r in records if r["category"] in cfg.known], summarize(records, data)
+    return [r.id for r in records if r.category in cfg.known], summarize(records, data)
 
 
 def pick(items: list[tuple[str, str | None]], n: int | None, seed: int) -> list[str]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from knowtune.curate.new_knowledge_sets import UNKNOWN_SHARES
 from knowtune.evaluate.analysis import epochs_to_fit, fit_linear_model, fitted_fractions
-from knowtune.probe.slick import CATEGORIES, KNOWN
+from knowtune.probe.records import CATEGORIES, KNOWN
 from knowtune.studies.stats import Finding, at_epoch, completed_runs, fmt, mean_std
 
 PAPER = {

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from knowtune.probe.slick import CATEGORIES  # noqa: E402
+from knowtune.probe.records import CATEGORIES  # noqa: E402
 from knowtune.report.html import Page  # noqa: E402
 from knowtune.studies.new_knowledge.findings import PAPER  # noqa: E402
 from knowtune.studies.stats import VERDICT_CLASSES, VERDICT_WORDS, fmt  # noqa: E402

@@ -20,6 +20,7 @@ from knowtune.data.select import check_relations
 from knowtune.evaluate.qa import evaluate_qa
 from knowtune.files import atomic_write_json, atomic_write_jsonl, versions
 from knowtune.models import describe, load_model
+from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import summarize
 from knowtune.studies.common import cached_probe, train_sets, write_sets
 from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
@@ -30,7 +31,7 @@ from knowtune.train.examples import SFTExample, example_from_row
 console = Console(stderr=True)
 
 
-def probe_study_questions(cfg: NewKnowledgeConfig, data: QADataset, lm) -> dict[str, list[dict]]:
+def probe_study_questions(cfg: NewKnowledgeConfig, data: QADataset, lm) -> dict[str, list[ProbeRecord]]:
     """Probe the training pool, dev, test and OOD test questions (cached) and return records by part."""
     parts = {
         "train": select_examples(data, "train", ",".join(cfg.relations), cfg.train_pool),
@@ -44,7 +45,7 @@ def probe_study_questions(cfg: NewKnowledgeConfig, data: QADataset, lm) -> dict[
     return {name: [records[e.id] for e in part] for name, part in parts.items()}
 
 
-def _evaluator(cfg: NewKnowledgeConfig, probed: dict[str, list[dict]], tokenizer):
+def _evaluator(cfg: NewKnowledgeConfig, probed: dict[str, list[ProbeRecord]], tokenizer):
     """The per-epoch evaluation: dev accuracy (for EARLY_STOP), test per category, OOD per category."""
     def evaluate(model, epoch: int) -> dict:
         row: dict = {}
@@ -70,15 +71,15 @@ def run_study(cfg: NewKnowledgeConfig, out: str | Path, progress: bool = True) -
                                                    "data": {"name": data.name, "fingerprint": data.fingerprint()},
                                                    "versions": versions()})
     probed = probe_study_questions(cfg, data, lm)
-    atomic_write_jsonl(out / "probe.jsonl", [r for part in probed.values() for r in part])
+    atomic_write_jsonl(out / "probe.jsonl", [r.to_dict() for part in probed.values() for r in part])
     probe_summary = {p: summarize(rows, data) for p, rows in probed.items()}
     atomic_write_json(out / "probe_summary.json", probe_summary)
     # Curate every seed's sets before any training, so an impossible request fails up front.
     sets = {seed: study_sets(probed["train"], cfg.size, seed, cfg.idk_unknown_percent) for seed in cfg.seeds}
     info = {seed: {name: describe_set(rows) for name, rows in by_name.items()} for seed, by_name in sets.items()}
-    write_sets(out, sets, info)
+    write_sets(out, {seed: {n: [r.to_dict() for r in rows] for n, rows in by_name.items()} for seed, by_name in sets.items()}, info)
     examples: dict[int, dict[str, list[SFTExample]]] = {
-        seed: {name: [example_from_row(r) for r in rows] for name, rows in by_name.items()} for seed, by_name in sets.items()}
+        seed: {name: [example_from_row(r.to_dict()) for r in rows] for name, rows in by_name.items()} for seed, by_name in sets.items()}
     evaluate = _evaluator(cfg, probed, lm.tokenizer)
     notes = {seed: {name: str(d["categories"]) for name, d in by_name.items()} for seed, by_name in info.items()}
     runs = train_sets(cfg.model, lm.tokenizer, examples, cfg.train, out, lambda _: evaluate, notes, progress)
