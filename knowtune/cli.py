@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.settings import parse_overrides, validated, with_overrides

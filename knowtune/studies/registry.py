@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -24,8 +22,12 @@ class Study:
     paper: str  # whose findings it checks, e.g. "Gekhman et al. 2024"
     summary: str  # one line: the stages it chains
     config: type[BaseModel]  # every setting a run depends on
-    run: Callable[[Any, Path], dict]  # (validated config, study directory) → what results.json holds
-    package: str  # the package whose configs/<preset>.yaml are the presets
+    package: str  # the package: its configs/<preset>.yaml are the presets, its study.py has run_study
+
+    def run(self, cfg: BaseModel, out: str | Path, progress: bool = True) -> dict:
+        """Run (or resume) the study into `out`: `<package>.study.run_study`, imported only now, since
+        it pulls in torch and transformers; returns what results.json holds."""
+        return importlib.import_module(f"{self.package}.study").run_study(cfg, out, progress)
 
     def presets(self) -> list[str]:
         """The shipped presets: quick, cpu and paper in every study."""

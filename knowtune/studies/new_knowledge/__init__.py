@@ -4,16 +4,7 @@ encourage hallucination? SliCK probe → controlled sets → fine-tune each → 
 from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
 from knowtune.studies.registry import Study, register
 
-
-def _run(cfg: NewKnowledgeConfig, out, progress: bool = True) -> dict:
-    from knowtune.studies.new_knowledge.study import (
-        run_study,  # the heavy imports wait until a run
-    )
-
-    return run_study(cfg, out, progress)
-
-
 STUDY = register(Study(
-    name="new-knowledge", paper="Gekhman et al. 2024", config=NewKnowledgeConfig, run=_run, package=__name__,
+    name="new-knowledge", paper="Gekhman et al. 2024", config=NewKnowledgeConfig, package=__name__,
     summary="Does fine-tuning on new knowledge encourage hallucinations? probe → curate → train every variant → "
             "evaluate → report."))

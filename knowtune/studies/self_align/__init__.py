@@ -4,16 +4,7 @@ model with what it already knows? Harmonious / Incompatible / Self-aligning sets
 from knowtune.studies.registry import Study, register
 from knowtune.studies.self_align.config import SelfAlignConfig
 
-
-def _run(cfg: SelfAlignConfig, out, progress: bool = True) -> dict:
-    from knowtune.studies.self_align.study import (
-        run_study,  # the heavy imports wait until a run
-    )
-
-    return run_study(cfg, out, progress)
-
-
 STUDY = register(Study(
-    name="self-align", paper="Ren et al. 2024", config=SelfAlignConfig, run=_run, package=__name__,
+    name="self-align", paper="Ren et al. 2024", config=SelfAlignConfig, package=__name__,
     summary="Learning or self-aligning? probe → harmonious / incompatible / self-aligning sets → fine-tune → "
             "HOMO / ID / OOD → report."))
