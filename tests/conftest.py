@@ -114,3 +114,22 @@ def mmlu_inputs(tiny_tokenizer, tmp_path_factory) -> Path:
     model.save_pretrained(root / "model")
     tiny_tokenizer.save_pretrained(root / "model")
     return root
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `knowtune ARGS` in this process, on a wide terminal (rich wraps nothing) and without --debug;
+    the returned function gives (exit code, stdout, stderr)."""
+    from knowtune.cli import _state, main
+
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setitem(_state, "debug", False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["knowtune", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run

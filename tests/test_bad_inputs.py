@@ -18,7 +18,6 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from knowtune.cli import _state, main
 from knowtune.errors import ConfigError
 from knowtune.memory import (
     Estimate,
@@ -214,12 +213,11 @@ def fixtures(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 @pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """Run `knowtune ARGS` in this process; returns (exit code, stdout, stderr)."""
+def cli(cli, monkeypatch, tmp_path):
+    """conftest's `cli`, taking the args as a list, with a cache of its own and the builtin model out of reach."""
     from transformers.utils import logging as hf_logging
 
     monkeypatch.setenv("KNOWTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(_state, "debug", False)
 
     def refuse_builtin():  # a row that got this far would load the real 135M model: fail fast instead
         pytest.fail("this command reached the builtin model")
@@ -228,11 +226,7 @@ def cli(monkeypatch, capsys, tmp_path):
     hf_logging.disable_progress_bar()  # "Loading weights" bars are not error lines
 
     def run(args: list[str]) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["knowtune", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
+        return cli(*args)
 
     yield run
     hf_logging.enable_progress_bar()

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knowtune.cli import main
 from knowtune.models import builtin_gguf
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.argv", ["knowtune", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture
@@ -38,11 +29,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("args,pattern", CASES)
-def test_probe_bad_input(monkeypatch, capsys, bad_files, args, pattern):
+def test_probe_bad_input(cli, bad_files, args, pattern):
     import re
 
     args = [a.format(d=bad_files) for a in args]
-    code, out, err = run_cli(monkeypatch, capsys, "probe", "--out", str(bad_files / "run"), "--limit", "2", *args)
+    code, out, err = cli("probe", "--out", str(bad_files / "run"), "--limit", "2", *args)
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("knowtune: error: "), err
@@ -51,12 +42,9 @@ def test_probe_bad_input(monkeypatch, capsys, bad_files, args, pattern):
     assert not (bad_files / "run" / "probe.jsonl").exists()
 
 
-def test_data_show_builtin(monkeypatch, capsys):
-    monkeypatch.setattr("sys.argv", ["knowtune", "data", "show", "builtin"])
-    with pytest.raises(SystemExit) as e:
-        main()
-    assert e.value.code == 0
-    assert "P36" in capsys.readouterr().out
+def test_data_show_builtin(cli):
+    code, out, _ = cli("data", "show", "builtin")
+    assert code == 0 and "P36" in out
 
 
 def probe_rows(n_unknown: int, n_known: int) -> str:
@@ -67,30 +55,30 @@ def probe_rows(n_unknown: int, n_known: int) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def test_curate_refuses_what_the_pool_cannot_give(monkeypatch, capsys, tmp_path):
+def test_curate_refuses_what_the_pool_cannot_give(cli, tmp_path):
     probe = tmp_path / "probe.jsonl"
     probe.write_text(probe_rows(3, 20))
-    code, _, err = run_cli(monkeypatch, capsys, "curate", "--probe", str(probe), "--size", "10", "--out", str(tmp_path / "sets"))
+    code, _, err = cli("curate", "--probe", str(probe), "--size", "10", "--out", str(tmp_path / "sets"))
     assert code == 2
     assert "D with 50% Unknown (|D|=10) needs 5 Unknown examples but the probed training pool has only 3 (r 3)" in err
     assert not (tmp_path / "sets").exists()  # nothing half-written
 
 
-def test_curate_and_evaluate_reject_empty_or_mismatched_probe_files(monkeypatch, capsys, tmp_path):
+def test_curate_and_evaluate_reject_empty_or_mismatched_probe_files(cli, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    code, _, err = run_cli(monkeypatch, capsys, "curate", "--probe", str(empty), "--size", "4", "--out", str(tmp_path / "s"))
+    code, _, err = cli("curate", "--probe", str(empty), "--size", "4", "--out", str(tmp_path / "s"))
     assert code == 2 and "no probe records" in err
     other = tmp_path / "other.jsonl"
     other.write_text('{"id": "x", "relation": "r", "question": "Q?", "answers": ["a"]}\n')  # not a probe file: no category
-    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--records", str(other))
+    code, _, err = cli("evaluate", "--records", str(other))
     assert code == 2 and "other.jsonl, record on line 1, field 'category': missing" in err
 
 
-def test_study_rejects_unknown_preset_and_keys(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "study", "new-knowledge", "--preset", "huge", "--out", str(tmp_path))
+def test_study_rejects_unknown_preset_and_keys(cli, tmp_path):
+    code, _, err = cli("study", "new-knowledge", "--preset", "huge", "--out", str(tmp_path))
     assert code == 2 and "unknown preset 'huge' for study 'new-knowledge'; choose one of cpu, paper, quick" in err
-    code, _, err = run_cli(monkeypatch, capsys, "study", "new-knowledge", "--set", "train.epochz=3", "--out", str(tmp_path))
+    code, _, err = cli("study", "new-knowledge", "--set", "train.epochz=3", "--out", str(tmp_path))
     assert code == 2 and "key 'train.epochz': Extra inputs are not permitted" in err
-    code, _, err = run_cli(monkeypatch, capsys, "study", "new-knowledge", "--set", "size=-1", "--out", str(tmp_path))
+    code, _, err = cli("study", "new-knowledge", "--set", "size=-1", "--out", str(tmp_path))
     assert code == 2 and "key 'size'" in err

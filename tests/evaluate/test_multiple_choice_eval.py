@@ -98,30 +98,12 @@ def test_lm_eval_missing_is_a_clear_error(monkeypatch, mmlu_inputs, tiny_tokeniz
         harness.lm_eval_mc(make_tiny_model(tiny_tokenizer), tiny_tokenizer, data, data.split("test")[:2])
 
 
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """`knowtune ARGS` through the real entry point; returns (exit code, stdout, stderr)."""
-    from knowtune.cli import _state, main
-
-    monkeypatch.setitem(_state, "debug", False)
-    monkeypatch.setenv("COLUMNS", "400")  # rich wraps long paths on a narrow terminal
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["knowtune", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
-
-    return run
-
-
-def test_evaluate_mc_writes_what_probe_mc_writes(mmlu_inputs, tmp_path, run_cli):
+def test_evaluate_mc_writes_what_probe_mc_writes(mmlu_inputs, tmp_path, cli):
     model, data = str(mmlu_inputs / "model"), str(mmlu_inputs / "mmlu")
-    code, out, err = run_cli("evaluate", "--model", model, "--mc", data, "--k-shot", "2", "--seed", "1", "--out", str(tmp_path / "ev"))
+    code, out, err = cli("evaluate", "--model", model, "--mc", data, "--k-shot", "2", "--seed", "1", "--out", str(tmp_path / "ev"))
     assert code == 0, err
     assert f"predictions: {tmp_path / 'ev' / 'predictions.jsonl'}" in out
-    code, _, err = run_cli("probe-mc", "--model", model, "--data", data, "--k-shot", "2", "--seed", "1", "--out", str(tmp_path / "pm"))
+    code, _, err = cli("probe-mc", "--model", model, "--data", data, "--k-shot", "2", "--seed", "1", "--out", str(tmp_path / "pm"))
     assert code == 0, err
     ev, pm = tmp_path / "ev", tmp_path / "pm"
     assert sorted(p.name for p in ev.iterdir()) == sorted(p.name for p in pm.iterdir()) == ["predictions.jsonl", "summary.json"]
@@ -131,7 +113,7 @@ def test_evaluate_mc_writes_what_probe_mc_writes(mmlu_inputs, tmp_path, run_cli)
     assert summary["k_shot"] == 2 and summary["seed"] == 1 and summary["split"] == "test"
     assert summary["overall"]["n"] == sum(MMLU_SUBJECTS.values()) == len((ev / "predictions.jsonl").read_text().splitlines())
     # another seed picks other exemplars: the two commands agree because they run the same probe, not by accident
-    code, _, _ = run_cli("evaluate", "--model", model, "--mc", data, "--k-shot", "2", "--seed", "0", "--out", str(tmp_path / "ev0"))
+    code, _, _ = cli("evaluate", "--model", model, "--mc", data, "--k-shot", "2", "--seed", "0", "--out", str(tmp_path / "ev0"))
     assert code == 0 and json.loads((tmp_path / "ev0" / "summary.json").read_text())["seed"] == 0
 
 
@@ -143,9 +125,9 @@ def test_evaluate_mc_writes_what_probe_mc_writes(mmlu_inputs, tmp_path, run_cli)
     (["--records", "probe.jsonl", "--edits", "edits.jsonl"], "give exactly one of --records (QA), --edits (edit metrics) and --mc"),
     ([], "give exactly one of --records (QA), --edits (edit metrics) and --mc"),
 ])
-def test_evaluate_refuses_a_wrong_mix_of_inputs_in_one_line(args, message, run_cli, monkeypatch, tmp_path):
+def test_evaluate_refuses_a_wrong_mix_of_inputs_in_one_line(args, message, cli, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # relative paths, none of which exists: refused before any is read
-    code, out, err = run_cli("evaluate", *args)
+    code, out, err = cli("evaluate", *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"knowtune: error: {message}"), err
     assert "Traceback" not in out + err and list(tmp_path.iterdir()) == []

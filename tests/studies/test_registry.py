@@ -10,28 +10,11 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 import knowtune.studies
-from knowtune.cli import _state, main
 from knowtune.errors import ConfigError
 from knowtune.studies import registry
 from knowtune.studies.registry import STUDIES, Study, discover, get_study, register
 
 NAMES = ["flearning", "new-knowledge", "self-align"]
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run `knowtune ARGS` in this process on a wide terminal; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "400")  # no wrapping in rich tables and help
-    monkeypatch.setitem(_state, "debug", False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["knowtune", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
-
-    return run
 
 
 def test_every_study_package_registers_one_study_named_for_it():

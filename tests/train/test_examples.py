@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny_model
 
-from knowtune.cli import _state, main
 from knowtune.errors import DataError
 from knowtune.train.examples import SFTExample, example_from_row, read_examples
 
@@ -125,7 +124,7 @@ def test_empty_file(tmp_path, text):
     assert str(e.value) == f"{path}: no training examples"
 
 
-def test_train_command_on_prompt_target_rows_records_fit_per_group(tiny_tokenizer, tmp_path, monkeypatch, capsys):
+def test_train_command_on_prompt_target_rows_records_fit_per_group(tiny_tokenizer, tmp_path, monkeypatch, cli):
     model_dir = tmp_path / "model"
     make_tiny_model(tiny_tokenizer, seed=1).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
@@ -136,13 +135,8 @@ def test_train_command_on_prompt_target_rows_records_fit_per_group(tiny_tokenize
     train = write_rows(tmp_path / "rows.jsonl", *rows)
     out = tmp_path / "run"
     monkeypatch.setenv("KNOWTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(_state, "debug", False)
-    monkeypatch.setattr("sys.argv", ["knowtune", "train", "--model", str(model_dir), "--train", str(train), "--out", str(out),
-                                     "--set", "epochs=1"])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    stdout, stderr = capsys.readouterr()
-    assert exit_info.value.code == 0, stderr
+    code, stdout, stderr = cli("train", "--model", str(model_dir), "--train", str(train), "--out", str(out), "--set", "epochs=1")
+    assert code == 0, stderr
     assert "EARLY_STOP epoch 1, CONVERGENCE epoch 1" in stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1]
