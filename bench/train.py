@@ -74,8 +74,8 @@ def _baseline(args, queue):
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from knowtune.data.formats import qa_prompt
     from knowtune.engine import answer_text
-    from knowtune.evaluate.qa import qa_prompt
     from knowtune.matching import is_correct
     from knowtune.train.sft_trainer import _collate, _PairDataset
 

@@ -14,8 +14,9 @@ from conftest import make_tiny_model
 
 from knowtune.errors import KnowtuneError, ModelError
 from knowtune.models import load_model
+from knowtune.train.examples import SFTExample
 from knowtune.train.sft_config import SFTConfig
-from knowtune.train.sft_trainer import SFTExample, train_sft
+from knowtune.train.sft_trainer import train_sft
 
 
 class Planted:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from knowtune.data.builtin import load_builtin, question_for
-from knowtune.data.formats import question_block, stable_int
+from knowtune.data.formats import question_block
 from knowtune.data.records import QADataset
 from knowtune.data.validate import (
     check_unique_ids,
@@ -41,7 +41,7 @@ from knowtune.data.validate import (
     require_str_list,
 )
 from knowtune.errors import DataError, shown, where
-from knowtune.files import fingerprint, read_json
+from knowtune.files import fingerprint, read_json, stable_int
 from knowtune.matching import normalize_answer
 
 PROMPT_STYLES = ("completion", "qa")

@@ -20,10 +20,10 @@ from knowtune.models import LoadedModel, cache_dir, describe, load_model
 from knowtune.probe.config import ProbeConfig
 from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import CHUNK_SIZE, check_probe_fits, load_records, run_probe
+from knowtune.train.examples import SFTExample
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import (
     EvaluateFn,
-    SFTExample,
     TrainingDiverged,
     train_sft,
 )

@@ -31,8 +31,9 @@ from knowtune.files import (
     read_json,
 )
 from knowtune.matching import is_correct
+from knowtune.train.examples import SFTExample
 from knowtune.train.sft_config import SFTConfig
-from knowtune.train.sft_trainer import SFTExample, TrainResult, train_sft
+from knowtune.train.sft_trainer import TrainResult, train_sft
 from knowtune.update.arithmetic import (
     StateDict,
     apply_to_model,

@@ -9,10 +9,10 @@ import torch
 from conftest import make_tiny_model
 
 from knowtune.engine import HFTreeEngine, SamplingParams
+from knowtune.train.examples import SFTExample
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import (
-    SFTExample,
     TrainingDiverged,
     _PairDataset,
     train_sft,

@@ -20,8 +20,9 @@ from knowtune.studies.flearning.findings import analyse_set
 from knowtune.studies.flearning.lr import choose_rate
 from knowtune.studies.flearning.study import run_study, with_context
 from knowtune.studies.registry import get_study
+from knowtune.train.examples import SFTExample
 from knowtune.train.sft_config import SFTConfig
-from knowtune.train.sft_trainer import SFTExample, train_sft
+from knowtune.train.sft_trainer import train_sft
 from knowtune.update import flearning
 from knowtune.update.flearning_config import METHODS
 

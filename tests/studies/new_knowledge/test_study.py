@@ -9,8 +9,9 @@ from conftest import make_tiny_model
 from knowtune.data.formats import qa_prompt
 from knowtune.studies.new_knowledge.study import run_study
 from knowtune.studies.registry import get_study
+from knowtune.train.examples import SFTExample
 from knowtune.train.sft_config import SFTConfig
-from knowtune.train.sft_trainer import SFTExample, train_sft
+from knowtune.train.sft_trainer import train_sft
 
 
 def write_dataset(path) -> list[dict]:
