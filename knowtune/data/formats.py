@@ -17,9 +17,14 @@ def qa_prompt(question: str) -> str:
     return f"Q: {question}\nA:"
 
 
+def qa_demo(question: str, answer: str) -> str:
+    """A question with its answer: `Q: {question}\\nA: {answer}\\n\\n`."""
+    return f"{qa_prompt(question)} {answer}\n\n"
+
+
 def exemplar_block(ex: QAExample) -> str:
     """One demonstration: `Q: {question}\\nA: {answer}\\n\\n`."""
-    return f"Q: {ex.question}\nA: {ex.answers[0]}\n\n"
+    return qa_demo(ex.question, ex.answers[0])
 
 
 def question_block(ex: QAExample) -> str:

@@ -1,6 +1,9 @@
-"""Settings of the SliCK probe: the paper's defaults, and the presets in presets/*.yaml."""
+"""Settings of the SliCK probe (the paper's defaults, and the presets in presets/*.yaml) and the scoring
+protocol of the multiple-choice probe."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,3 +33,21 @@ def probe_config(preset: str = "paper", overrides: dict[str, str] | None = None)
     """A ProbeConfig from a shipped preset (presets/<name>.yaml) plus dotted `key=value` overrides."""
     return load_preset(ProbeConfig, "knowtune.probe", preset, overrides or {}, owner="the probe", what="probe settings",
                        folder="presets")
+
+
+class MCScoring(BaseModel):
+    """How the multiple-choice probe scores the four options (docs/design.md): `letter` = the next-token
+    logits of the option letters after a lettered MMLU prompt (Ren et al. 2024); `cloze` = each option's
+    log-probability as the answer of a `Q: …\nA:` prompt (lm-evaluation-harness's continuation scoring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scoring: Literal["letter", "cloze"] = Field("letter", description="letter (Ren et al.) or cloze (option likelihood)")
+    cloze_norm: Literal["sum", "mean"] = Field(
+        "sum", description="cloze: sum of the option's token log-probabilities, or their mean (length-normalised)")
+
+    def label(self) -> str:
+        """The protocol in words, for every output and report heading."""
+        if self.scoring == "letter":
+            return "letter-logit"
+        return f"cloze ({'summed' if self.cloze_norm == 'sum' else 'mean'} option log-probability)"

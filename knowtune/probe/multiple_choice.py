@@ -1,4 +1,5 @@
-"""The multiple-choice probe of Ren et al. 2024 and their knowledge-consistency measure.
+"""The multiple-choice probe of Ren et al. 2024 and their knowledge-consistency measure; this module is the
+`letter` scoring protocol and what both protocols share (`cloze`: probe/mc_cloze.py, chosen in `probe_mc`).
 
 Prompt (MMLU style, k-shot, default k=5):
     "The following are multiple choice questions (with answers) about {topic}.\\n\\n"
@@ -31,6 +32,7 @@ from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion
 from knowtune.engine import common_prefix_len
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.files import stable_int
+from knowtune.probe.config import MCScoring
 
 if TYPE_CHECKING:
     import torch
@@ -64,17 +66,20 @@ def choose_exemplars(pool: list[MCQuestion], q: MCQuestion, k: int, seed: int) -
     return chosen
 
 
-def mc_prompts(data: MCDataset, questions: list[MCQuestion], k_shot: int = 5, seed: int = 0) -> list[str]:
-    """The k-shot prompt of each question, exemplars from the dataset's exemplar split."""
+def exemplar_sets(data: MCDataset, questions: list[MCQuestion], k_shot: int, seed: int) -> list[list[MCQuestion]]:
+    """Each question's k exemplars from its subject's pool in the dataset's exemplar split (both protocols)."""
     if k_shot and data.exemplar_split is None:
         raise ConfigError(f"dataset {data.name!r} has no exemplar pool for k_shot={k_shot}")
     pools: dict[str, list[MCQuestion]] = defaultdict(list)
     for e in data.split(data.exemplar_split) if k_shot else []:
         pools[e.subject].append(e)
-    return [
-        build_mc_prompt(choose_exemplars(pools[q.subject], q, k_shot, seed) if k_shot else [], q, data.topic(q.subject))
-        for q in questions
-    ]
+    return [choose_exemplars(pools[q.subject], q, k_shot, seed) if k_shot else [] for q in questions]
+
+
+def mc_prompts(data: MCDataset, questions: list[MCQuestion], k_shot: int = 5, seed: int = 0) -> list[str]:
+    """The k-shot letter prompt of each question, exemplars from the dataset's exemplar split."""
+    return [build_mc_prompt(ex, q, data.topic(q.subject))
+            for ex, q in zip(exemplar_sets(data, questions, k_shot, seed), questions)]
 
 
 def answer_inputs(tokenizer, prompts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
@@ -95,16 +100,16 @@ def answer_inputs(tokenizer, prompts: list[str]) -> tuple[list[list[int]], list[
     return stems, letters
 
 
-def _last_logits(model, seqs: list[list[int]], pad: int) -> torch.Tensor:
-    """Next-token logits after each id sequence. The batch's common token prefix (the k-shot
-    exemplars, when the rows share a subject) is run once and its KV cache repeated for every row;
-    the rest is left-padded between prefix and tail with explicit position ids, so every row ends
-    in the last column and sees the positions of an unpadded forward."""
+def tail_logits(model, seqs: list[list[int]], pad: int, keep: int = 1) -> torch.Tensor:
+    """Logits at the last `keep` positions of each id sequence, shape (rows, keep, vocab). The batch's
+    common token prefix (the k-shot exemplars, when the rows share a subject) is run once and its KV cache
+    repeated for every row; the rest is left-padded between prefix and tail with explicit position ids, so
+    every row ends in the last column and sees the positions of an unpadded forward."""
     import torch
 
     device = next(model.parameters()).device
     shared = min(common_prefix_len(seqs[0], s) for s in seqs) if len(seqs) > 1 else 0
-    shared = min(shared, min(map(len, seqs)) - 1)  # every row keeps a token to read logits at
+    shared = max(0, min(shared, min(map(len, seqs)) - keep))  # every row keeps `keep` tokens to read logits at
     cache = None
     if shared:
         cache = model(torch.tensor([seqs[0][:shared]], device=device), use_cache=True, logits_to_keep=1).past_key_values
@@ -120,8 +125,15 @@ def _last_logits(model, seqs: list[list[int]], pad: int) -> torch.Tensor:
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     return model(
         input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-        past_key_values=cache, use_cache=cache is not None, logits_to_keep=1,
-    ).logits[:, -1, :]
+        past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep,
+    ).logits[:, -keep:, :]
+
+
+def check_length(model, seqs: list[list[int]]) -> None:
+    """Refuse prompts longer than the model's context before any forward."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and seqs and max(map(len, seqs)) > limit:
+        raise ConfigError(f"a prompt has {max(map(len, seqs))} tokens, more than the model's {limit}; use fewer shots")
 
 
 def prefix_batches(stems: list[list[int]], batch_size: int) -> list[list[int]]:
@@ -146,14 +158,12 @@ def letter_logits(model, tokenizer, prompts: list[str], batch_size: int = 8, pro
     import torch  # here, not at the top: the set names and records of this module are read without torch
 
     stems, letter_ids = answer_inputs(tokenizer, prompts)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit and stems and max(map(len, stems)) > limit:
-        raise ConfigError(f"a prompt has {max(map(len, stems))} tokens, more than the model's {limit}; use fewer shots")
+    check_length(model, stems)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros((len(prompts), len(LETTERS)))
     with torch.inference_mode():
         for rows in tqdm(prefix_batches(stems, batch_size), desc="mc probe", disable=not progress):
-            logits = _last_logits(model, [stems[i] for i in rows], pad).double()
+            logits = tail_logits(model, [stems[i] for i in rows], pad)[:, -1, :].double()
             picked = logits.gather(1, torch.tensor([letter_ids[i] for i in rows], device=logits.device))
             out[rows] = picked.cpu().numpy()
     return out
@@ -194,7 +204,7 @@ class MCPrediction:
 
 
 def predictions_from_logits(questions: list[MCQuestion], logits: np.ndarray) -> list[MCPrediction]:
-    """Turn (n, 4) letter logits into predictions: argmax and the softmax over the four."""
+    """Turn (n, 4) option scores (letter logits or cloze scores) into predictions: argmax and the softmax over the four."""
     z = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     return [MCPrediction(q, int(np.argmax(l)), tuple(float(x) for x in p)) for q, l, p in zip(questions, logits, probs)]
@@ -202,11 +212,18 @@ def predictions_from_logits(questions: list[MCQuestion], logits: np.ndarray) -> 
 
 def probe_mc(
     model, tokenizer, data: MCDataset, questions: list[MCQuestion],
-    k_shot: int = 5, seed: int = 0, batch_size: int = 8, progress: bool = False,
+    k_shot: int = 5, seed: int = 0, batch_size: int = 8, progress: bool = False, scoring: MCScoring | None = None,
 ) -> list[MCPrediction]:
-    """Run the k-shot multiple-choice probe on `questions`; one prediction per question, in order."""
-    prompts = mc_prompts(data, questions, k_shot, seed)
-    return predictions_from_logits(questions, letter_logits(model, tokenizer, prompts, batch_size, progress))
+    """Run the k-shot multiple-choice probe on `questions` under one scoring protocol (default: letter);
+    one prediction per question, in order."""
+    scoring = scoring or MCScoring()
+    if scoring.scoring == "cloze":
+        from knowtune.probe.mc_cloze import cloze_probe_scores  # mc_cloze builds on this module
+
+        scores = cloze_probe_scores(model, tokenizer, data, questions, k_shot, seed, batch_size, progress, scoring.cloze_norm)
+    else:
+        scores = letter_logits(model, tokenizer, mc_prompts(data, questions, k_shot, seed), batch_size, progress)
+    return predictions_from_logits(questions, scores)
 
 
 def mc_summary(preds: Iterable[MCPrediction]) -> dict:
