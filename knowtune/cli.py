@@ -184,12 +184,15 @@ def evaluate(
     model: str = typer.Option("builtin", help="Model spec (e.g. a run's early_stop/ or convergence/ directory)."),
     records: Path | None = typer.Option(None, help="Probe records (probe.jsonl) of the questions to answer, with categories."),
     edits: str | None = typer.Option(None, help="Edit data: score Reliability / Generality / Locality instead of QA."),
-    mc: str | None = typer.Option(None, help="A multiple-choice set ('builtin', MMLU CSVs, hf:cais/mmlu): letter-logit "
-                                             "accuracy on its test split, against chance."),
+    mc: str | None = typer.Option(None, help="A multiple-choice set ('builtin', MMLU CSVs, hf:cais/mmlu): accuracy on "
+                                             "its test split under --scoring, against chance."),
     protocol: str = typer.Option("both", help="Edit metrics: token (EasyEdit teacher-forced), exact (greedy exact match) or both."),
     reference_model: str = typer.Option("builtin", help="Edit metrics: the pre-edit model Locality is measured against."),
     k_shot: int = typer.Option(5, min=0, help="Multiple choice: exemplars per prompt."),
     seed: int = typer.Option(0, help="Multiple choice: fixes the exemplars."),
+    scoring: str = typer.Option("letter", help="Multiple choice: letter (option-letter logits, Ren et al.) or cloze "
+                                               "(each option's log-probability as the answer of a Q/A prompt)."),
+    cloze_norm: str = typer.Option("sum", help="Multiple choice, cloze: sum of the option's token log-probs, or mean."),
     out: Path | None = typer.Option(None, help="Write metrics and predictions to this JSON file (--mc: a directory)."),
     batch_size: int = typer.Option(32, min=1),
 ) -> None:
@@ -212,7 +215,7 @@ def evaluate(
     if mc is not None:
         if out is None:
             raise ConfigError("--mc needs --out, the directory for predictions.jsonl and summary.json")
-        print_mc_summary(*evaluate_mc(model, mc, out, k_shot, seed), out)
+        print_mc_summary(*evaluate_mc(model, mc, out, k_shot, seed, scoring, cloze_norm), out)
         return
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.models import load_model
@@ -229,15 +232,27 @@ def evaluate(
     console.print_json(data=metrics)
 
 
-def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int) -> tuple[dict, str]:
-    """Letter-logit multiple choice on `data`'s test split into `out` (predictions.jsonl, summary.json)."""
+def mc_scoring(scoring: str, cloze_norm: str):
+    """--scoring and --cloze-norm as an MCScoring; a value outside the choices is one line naming the option."""
+    from knowtune.probe.config import MCScoring
+
+    if scoring not in ("letter", "cloze"):
+        raise ConfigError(f"--scoring: {scoring!r} is not one of letter, cloze")
+    if cloze_norm not in ("sum", "mean"):
+        raise ConfigError(f"--cloze-norm: {cloze_norm!r} is not one of sum, mean")
+    return MCScoring(scoring=scoring, cloze_norm=cloze_norm)
+
+
+def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int, scoring: str, cloze_norm: str) -> tuple[dict, str]:
+    """Multiple choice under one scoring protocol on `data`'s test split into `out` (predictions.jsonl, summary.json)."""
     from knowtune.evaluate.multiple_choice import evaluate_mc_test
     from knowtune.files import atomic_write_json, atomic_write_jsonl
 
-    preds, summary = evaluate_mc_test(model, data, k_shot, seed)
+    protocol = mc_scoring(scoring, cloze_norm)
+    preds, summary = evaluate_mc_test(model, data, k_shot, seed, protocol)
     atomic_write_jsonl(out / "predictions.jsonl", [p.to_dict() for p in preds])
     atomic_write_json(out / "summary.json", summary)
-    return summary, f"{model} on {data} (test, {k_shot}-shot)"
+    return summary, f"{model} on {data} (test, {k_shot}-shot, {protocol.label()} scoring)"
 
 
 def print_mc_summary(summary: dict, title: str, out: Path) -> None:
@@ -246,6 +261,7 @@ def print_mc_summary(summary: dict, title: str, out: Path) -> None:
 
     console.print(mc_table(summary, title))
     console.print(chance_line(summary["chance_check"]))
+    console.print(f"scoring protocol: {summary['protocol']}")
     console.print(f"predictions: {out / 'predictions.jsonl'}   summary: {out / 'summary.json'}")
 
 
@@ -256,9 +272,12 @@ def probe_mc(
     out: Path = typer.Option(..., help="Directory for predictions.jsonl and summary.json."),
     k_shot: int = typer.Option(5, min=0, help="Exemplars per prompt."),
     seed: int = typer.Option(0, help="Fixes the exemplars."),
+    scoring: str = typer.Option("letter", help="letter (option-letter logits, Ren et al.) or cloze (each option's "
+                                               "log-probability as the answer of a Q/A prompt)."),
+    cloze_norm: str = typer.Option("sum", help="cloze: sum of the option's token log-probs, or mean (length-normalised)."),
 ) -> None:
-    """Multiple-choice letter-logit probe on the test split: accuracy per domain and subject, against chance."""
-    print_mc_summary(*evaluate_mc(model, data, out, k_shot, seed), out)
+    """Multiple-choice probe (letter or cloze scoring) on the test split: accuracy per domain and subject, against chance."""
+    print_mc_summary(*evaluate_mc(model, data, out, k_shot, seed, scoring, cloze_norm), out)
 
 
 def print_findings(study, results: dict, out: Path) -> None:
@@ -271,7 +290,8 @@ def print_findings(study, results: dict, out: Path) -> None:
     rows = [(f"{f.extra['set']}: {f.claim}" if "set" in f.extra else f.claim,
              f.verdict + (" (base at chance)" if f.extra.get("base_at_chance") else ""), f.this_run, f.paper)
             for f in map(Finding.from_dict, results["findings"])]
-    console.print(findings_table(rows, f"findings ({study.paper})"))
+    protocol = f", {results['protocol']} scoring" if "protocol" in results else ""  # the self-align study's MC protocol
+    console.print(findings_table(rows, f"findings ({study.paper}{protocol})"))
     console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}")
 
 

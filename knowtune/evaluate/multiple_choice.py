@@ -1,5 +1,6 @@
-"""Multiple-choice evaluation with the multiple-choice probe's own protocol (k-shot prompt, argmax over the
-option letters' next-token logits), on named test sets (HOMO / ID / OOD / dev), compared with the base model.
+"""Multiple-choice evaluation with the multiple-choice probe's own protocols (k-shot prompt; argmax over the
+option letters' next-token logits, or over the options' cloze scores), on named test sets (HOMO / ID / OOD /
+dev), compared with the base model under the same protocol.
 
 `chance_check` says whether a model is above chance in a way that a letter preference cannot explain:
 a one-sided exact binomial test against 1/4, beside the accuracy of always answering the most common
@@ -11,6 +12,7 @@ from __future__ import annotations
 from math import exp, lgamma, log
 
 from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion, load_mc
+from knowtune.probe.config import MCScoring
 from knowtune.probe.multiple_choice import (
     CHANCE,
     MCPrediction,
@@ -22,6 +24,7 @@ from knowtune.probe.multiple_choice import (
 
 def binomial_tail(k: int, n: int, p: float = CHANCE) -> float:
     """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of k correct answers out of n."""
+    # By hand: scipy.stats.binom.sf does this, but scipy is a test-only dependency (tests check this against it).
     # Terms in log space: comb(n, i) overflows a float for the n of a full MMLU split.
     def log_term(i: int) -> float:
         return lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) + i * log(p) + (n - i) * log(1 - p)
@@ -46,12 +49,13 @@ def chance_check(preds: list[MCPrediction], alpha: float = 0.05) -> dict:
 
 def evaluate_parts(
     model, tokenizer, data: MCDataset, parts: dict[str, list[MCQuestion]], k_shot: int = 5, seed: int = 0,
-    batch_size: int = 16, base: dict[str, list[MCPrediction]] | None = None,
+    batch_size: int = 16, base: dict[str, list[MCPrediction]] | None = None, scoring: MCScoring | None = None,
 ) -> tuple[dict[str, dict], dict[str, list[MCPrediction]]]:
-    """Probe every part in one batched pass; per part the accuracy and predicted letters, and with `base`
-    (the base model's predictions on the same questions) the change in accuracy and the knowledge consistency."""
+    """Probe every part in one batched pass under `scoring` (default letter); per part the accuracy and predicted
+    letters, and with `base` (the base model's predictions on the same questions, same protocol) the change in
+    accuracy and the knowledge consistency."""
     questions = [q for qs in parts.values() for q in qs]
-    preds = probe_mc(model, tokenizer, data, questions, k_shot, seed, batch_size)
+    preds = probe_mc(model, tokenizer, data, questions, k_shot, seed, batch_size, scoring=scoring)
     by_part: dict[str, list[MCPrediction]] = {}
     start = 0
     for name, qs in parts.items():
@@ -68,14 +72,17 @@ def evaluate_parts(
     return metrics, by_part
 
 
-def evaluate_mc_test(model_spec: str, data_spec: str, k_shot: int = 5, seed: int = 0) -> tuple[list[MCPrediction], dict]:
-    """A model on a multiple-choice set's test split with the letter-logit probe: its predictions, and a
-    summary of accuracy per domain and subject, the letters it predicts and the test against chance."""
+def evaluate_mc_test(model_spec: str, data_spec: str, k_shot: int = 5, seed: int = 0,
+                     scoring: MCScoring | None = None) -> tuple[list[MCPrediction], dict]:
+    """A model on a multiple-choice set's test split under one scoring protocol (default letter): its
+    predictions, and a summary of accuracy per domain and subject, the letters it predicts and the test against chance."""
     from knowtune.models import describe, load_model
 
+    scoring = scoring or MCScoring()
     dataset = load_mc(data_spec)
     lm = load_model(model_spec)
-    preds = probe_mc(lm.model, lm.tokenizer, dataset, dataset.split("test"), k_shot, seed, progress=True)
+    preds = probe_mc(lm.model, lm.tokenizer, dataset, dataset.split("test"), k_shot, seed, progress=True, scoring=scoring)
     summary = {"model": describe(lm), "data": {"spec": data_spec, "name": dataset.name, "fingerprint": dataset.fingerprint()},
-               "split": "test", "k_shot": k_shot, "seed": seed, "chance_check": chance_check(preds), **mc_summary(preds)}
+               "split": "test", "k_shot": k_shot, "seed": seed, "scoring": scoring.model_dump(), "protocol": scoring.label(),
+               "chance_check": chance_check(preds), **mc_summary(preds)}
     return preds, summary

@@ -53,6 +53,31 @@ def test_consistency_sets_sizes_and_labels():
         consistency_sets(preds, data, size=7)
 
 
+def test_cloze_sets_are_qa_pairs_answered_with_option_text():
+    preds, data = _probe_results()
+    letter = consistency_sets(preds, data, seed=0)
+    sets = consistency_sets(preds, data, seed=0, scoring="cloze")
+    by_id = {p.question.id: p for p in preds}
+    for name, rows in sets.items():
+        # the same questions and labels as under letter; only the format differs
+        assert [(e.id, e.label, e.label_source) for e in rows] == [(e.id, e.label, e.label_source) for e in letter[name]]
+        for ex in rows:
+            q = by_id[ex.id].question
+            assert ex.prompt == f"Q: {q.question}\nA:" and ex.target == f" {q.options[ex.label]}\n"
+    # self-aligning teaches the model's own top option, incompatible the gold one, on the same questions
+    for own, gold in zip(sets["self_aligning"], sets["incompatible"]):
+        assert own.target == f" {by_id[own.id].question.options[by_id[own.id].pred]}\n" != gold.target
+    mix = mixtures(preds, data, [1.0], scoring="cloze")["self_aligned-1"]
+    assert [e.target for e in mix] == [e.target for e in sets["self_aligning"]]
+
+
+def test_too_small_sets_stop_with_the_counts():
+    preds, data = _probe_results()
+    with pytest.raises(ConfigError, match=r"size=7: the sets can hold 1 to 6 questions \(under cloze scoring the base "
+                                          r"model answered 10 of the 16 pool questions right, 6 wrong\)"):
+        consistency_sets(preds, data, size=7, scoring="cloze")
+
+
 def test_empty_sets_are_an_error():
     preds, data = _probe_results()
     right = [p for p in preds if p.correct]

@@ -39,7 +39,8 @@ def test_chance_check():
 
 
 def test_probe_mc_command(mmlu_inputs, tmp_path):
-    cli.probe_mc(model=str(mmlu_inputs / "model"), data=str(mmlu_inputs / "mmlu"), out=tmp_path / "probe", k_shot=2, seed=0)
+    cli.probe_mc(model=str(mmlu_inputs / "model"), data=str(mmlu_inputs / "mmlu"), out=tmp_path / "probe", k_shot=2, seed=0,
+                 scoring="letter", cloze_norm="sum")
     summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
     assert summary["overall"]["n"] == sum(MMLU_SUBJECTS.values()) == summary["chance_check"]["n"]
     assert set(summary["domains"]) == {"STEM", "other"}
@@ -115,6 +116,46 @@ def test_evaluate_mc_writes_what_probe_mc_writes(mmlu_inputs, tmp_path, cli):
     # another seed picks other exemplars: the two commands agree because they run the same probe, not by accident
     code, _, _ = cli("evaluate", "--model", model, "--mc", data, "--k-shot", "2", "--seed", "0", "--out", str(tmp_path / "ev0"))
     assert code == 0 and json.loads((tmp_path / "ev0" / "summary.json").read_text())["seed"] == 0
+
+
+def test_cloze_on_mmlu_through_both_commands(mmlu_inputs, tiny_tokenizer, tmp_path, cli):
+    """MMLU under cloze: the subject's dev questions are the exemplars, the summary records the protocol,
+    and the predictions are the cloze probe's own."""
+    from knowtune.probe.config import MCScoring
+    from knowtune.probe.mc_cloze import cloze_prompts, cloze_scores
+    from knowtune.probe.multiple_choice import probe_mc
+
+    model, data = str(mmlu_inputs / "model"), str(mmlu_inputs / "mmlu")
+    args = ["--k-shot", "2", "--scoring", "cloze", "--cloze-norm", "mean"]
+    code, out, err = cli("probe-mc", "--model", model, "--data", data, *args, "--out", str(tmp_path / "pm"))
+    assert code == 0, err
+    assert "scoring protocol: cloze (mean option log-probability)" in out
+    code, _, err = cli("evaluate", "--model", model, "--mc", data, *args, "--out", str(tmp_path / "ev"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "pm" / "summary.json").read_text())
+    assert summary == json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["scoring"] == {"scoring": "cloze", "cloze_norm": "mean"}
+    assert summary["protocol"] == "cloze (mean option log-probability)"
+    rows = [json.loads(line) for line in (tmp_path / "pm" / "predictions.jsonl").read_text().splitlines()]
+    dataset = load_mmlu(mmlu_inputs / "mmlu")
+    questions = dataset.split("test")
+    assert cloze_prompts(dataset, questions[:1], 2, 0)[0].startswith("Q: Which is anatomy dev ")
+    tiny = make_tiny_model(tiny_tokenizer, seed=3, sharpness=30.0)  # the saved model of mmlu_inputs
+    preds = probe_mc(tiny, tiny_tokenizer, dataset, questions, 2, 0, scoring=MCScoring(scoring="cloze", cloze_norm="mean"))
+    assert [r["pred"] for r in rows] == [p.pred for p in preds]
+    scores = cloze_scores(tiny, tiny_tokenizer, cloze_prompts(dataset, questions, 2, 0), [q.options for q in questions], "mean")
+    assert [r["pred"] for r in rows] == list(scores.argmax(1))
+    # letter scoring on the same data is another protocol, recorded as such
+    code, _, err = cli("probe-mc", "--model", model, "--data", data, "--k-shot", "2", "--out", str(tmp_path / "letter"))
+    assert code == 0 and json.loads((tmp_path / "letter" / "summary.json").read_text())["protocol"] == "letter-logit"
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (3, 10), (30, 100), (200, 714), (0, 714), (714, 714), (180, 714)])
+def test_binomial_tail_matches_scipy(k, n):
+    """binomial_tail is written by hand because scipy is a test-only dependency; here it meets scipy's."""
+    from scipy.stats import binom
+
+    assert binomial_tail(k, n) == pytest.approx(binom.sf(k - 1, n, 0.25), rel=1e-9, abs=1e-300)
 
 
 @pytest.mark.parametrize("args, message", [

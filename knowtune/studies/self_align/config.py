@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from knowtune.curate.self_align_sets import SETS
+from knowtune.probe.config import MCScoring
 from knowtune.train.sft_config import SFTConfig
 
 
@@ -30,6 +31,8 @@ class SelfAlignConfig(BaseModel):
                                         description="also train Incompatible with these shares self-labelled")
     seeds: list[int] = Field([0], min_length=1, description="one study per seed (set sampling, data order, LoRA init)")
     k_shot: int = Field(5, ge=0, description="exemplars per prompt, for the base probe and every evaluation")
+    probe: MCScoring = Field(default_factory=MCScoring,
+                             description="scoring protocol of the base probe, the training format and every evaluation")
     probe_seed: int = Field(0, description="fixes the exemplars, so base and fine-tuned models read the same prompts")
     batch_size: int = Field(16, ge=1, description="questions per forward batch when probing and evaluating")
     train: SFTConfig = Field(default_factory=SFTConfig)

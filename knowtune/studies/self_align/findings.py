@@ -12,7 +12,7 @@ from math import sqrt
 
 import numpy as np
 
-from knowtune.studies.stats import at_epoch, completed_runs, mean_std
+from knowtune.studies.stats import Finding, at_epoch, completed_runs, mean_std
 
 SPLITS = ("homo", "id", "ood")
 STAGES = ("convergence", "early_stop")
@@ -96,16 +96,49 @@ def _consistency_finding(table: dict, consistency: dict) -> dict:
                         f"(set, split) cells; mean rank correlation per set: {per_set}", "reproduced": r > 0}
 
 
-def findings(runs: dict, table: dict, consistency: dict, base_at_chance: bool = False) -> list[dict]:
-    """One line per claim of the paper: the claim, the paper's numbers, this run's, and whether it holds;
-    with a base model at chance each line says that it is no evidence either way."""
+def split_findings(runs: dict) -> list[dict]:
+    """One row per claim and test split (Harmonious > Incompatible, Self-aligning > Incompatible, on each of
+    HOMO / ID / OOD): this run's paired gap over seeds beside the paper's; None when a set was not trained."""
+    out = []
+    for better, label in (("harmonious", "Harmonious"), ("self_aligning", "Self-aligning")):
+        for split in SPLITS:
+            gap = paired_gap(runs, better, "incompatible", split)
+            claim = f"{label} > Incompatible on {split.upper()}"
+            paper = f"+{PAPER_GAPS[better][split]:.2f} points"
+            if gap["mean"] is None:
+                out.append(Finding(claim, paper, "n/a (both sets must be trained)", None, {"split": split}).to_dict())
+                continue
+            spread = f" ± {gap['std'] * 100:.1f}" if gap["n"] > 1 else ""
+            text = f"{gap['mean'] * 100:+.1f}{spread} points ({gap['n']} seed{'s' if gap['n'] > 1 else ''})"
+            out.append(Finding(claim, paper, text, gap["mean"] > 0, {"split": split}).to_dict())
+    return out
+
+
+def base_finding(base: dict, protocol: str) -> dict:
+    """Whether the base model is above chance under the protocol used (one-sided exact binomial test against
+    1/4 on the training pool, HOMO / ID / OOD beside): without that, the sets cannot separate known from unknown."""
+    pool = base["pool"]
+    text = (f"{pool['accuracy'] * 100:.1f} % of {pool['n']} pool questions, one-sided binomial p = {pool['p_value']:.3g}; "
+            + ", ".join(f"{s.upper()} {base[s]['accuracy'] * 100:.1f} % (p = {base[s]['p_value']:.3g})" for s in SPLITS))
+    return Finding(f"The base model is above chance (25 %) under {protocol} scoring",
+                   "the paper's premise (its base models know part of the questions; no number for this)", text,
+                   bool(pool["above_chance"]), {"p_value": pool["p_value"], "base_finding": True}).to_dict()
+
+
+def findings(runs: dict, table: dict, consistency: dict, base_at_chance: bool = False,
+             base: dict | None = None, protocol: str = "letter-logit") -> list[dict]:
+    """One line per claim of the paper: the claim, the paper's numbers, this run's, and whether it holds, over all
+    three splits and then split by split, and (with `base`) whether the base model is above chance; with a base
+    model at chance each claim's line says that it is no evidence either way."""
     out = [_gap_finding(runs, "harmonious", "Harmonious"), _gap_finding(runs, "self_aligning", "Self-aligning"),
-           _consistency_finding(table, consistency)]
+           _consistency_finding(table, consistency), *split_findings(runs)]
     for f in out:
         f["base_at_chance"] = base_at_chance
         if base_at_chance:
             f["this_run"] += ("; the base model is at chance on the training pool, so the sets do not separate "
                               "known from unknown and this is no evidence either way")
+    if base is not None:
+        out.append({**base_finding(base, protocol), "base_at_chance": False})
     return out
 
 
@@ -116,7 +149,7 @@ def caveats(base: dict, seeds: int) -> list[str]:
     letter = max(pool["predicted_letters"], key=lambda L: pool["predicted_letters"][L])
     share = pool["predicted_letters"][letter] / pool["n"]
     if not pool["above_chance"]:
-        out.append(f"The base model is not above chance on the training pool: {pool['accuracy'] * 100:.1f} % on "
+        out.append(f"The base model is not above chance on the training pool under this scoring protocol: {pool['accuracy'] * 100:.1f} % on "
                    f"{pool['n']} questions (chance 25 %, one-sided binomial p = {pool['p_value']:.2f}). Harmonious and "
                    "Incompatible then split questions by luck rather than by what the model knows, so this run "
                    "cannot test the paper's claims; use a model that is above chance here.")
@@ -147,7 +180,9 @@ def analyse(cfg, base: dict, set_info: dict, runs: dict) -> dict:
         "sets": {f"seed{s}": info for s, info in set_info.items()},
         "table": tables,
         "consistency": consistency,
-        "findings": findings(done, tables["convergence"], consistency["convergence"], not base["pool"]["above_chance"]),
+        "protocol": cfg.probe.label(),
+        "findings": findings(done, tables["convergence"], consistency["convergence"], not base["pool"]["above_chance"],
+                             base, cfg.probe.label()),
         "caveats": caveats(base, len(cfg.seeds)),
         "paper": PAPER_GAPS,
         "diverged": {f"seed{s}/{n}": r["diverged"] for s, by in runs.items() for n, r in by.items() if "diverged" in r},

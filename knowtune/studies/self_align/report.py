@@ -76,20 +76,22 @@ def _fit_rows(runs: dict) -> list[list[str]]:
 def write_report(results: dict, path: str | Path) -> None:
     """Render results.json of a self-aligning study as a self-contained HTML page."""
     cfg, base, train = results["config"], results["base"], results["config"]["train"]
-    page = Page("knowtune — learning or self-aligning? Knowledge consistency of instruction tuning")
+    protocol = results["protocol"]
+    page = Page(f"knowtune — learning or self-aligning? Knowledge consistency of instruction tuning ({protocol} scoring)")
     page.text(f"Model {cfg['model']} · data {cfg['data']} · training source {', '.join(cfg['train_subjects'])} · "
               f"questions: pool {base['pool']['n']}, " + ", ".join(f"{s.upper()} {base[s]['n']}" for s in SPLITS)
               + (f", dev {base['dev']['n']}" if "dev" in base else "") + f" · seeds {cfg['seeds']} · "
               f"{train['method']} fine-tuning, {train['epochs']} epochs, lr {train['learning_rate']}, "
               f"batch {train['batch_size']} · "
-              f"{cfg['k_shot']}-shot letter-logit probe for the base model and every evaluation. Accuracies in %, "
+              f"{cfg['k_shot']}-shot {protocol} probe for the base model, the training format and every evaluation "
+              "(never mixed with the other protocol). Accuracies in %, "
               "mean ± std over seeds; changes in points from the base model.")
     if results["caveats"]:
         page.heading("Read this first")
         for line in results["caveats"]:
             page.text(line)
 
-    page.heading("Does this run reproduce the paper?")
+    page.heading(f"Does this run reproduce the paper? ({protocol} scoring)")
     rows, classes = [], []
     for f in results["findings"]:
         word, cls = VERDICT_WORDS[f["reproduced"]], VERDICT_CLASSES[f["reproduced"]]
@@ -102,7 +104,7 @@ def write_report(results: dict, path: str | Path) -> None:
         page.text("Runs that diverged (NaN loss) and are left out: "
                   + "; ".join(f"{k}: {v}" for k, v in results["diverged"].items()))
 
-    page.heading("Accuracy by training set and test split (paper's table), at convergence")
+    page.heading(f"Accuracy by training set and test split (paper's table), at convergence, {protocol} scoring")
     page.table(["training set", *[s.upper() for s in SPLITS]], _accuracy_rows(results, "convergence"))
     page.text("HOMO: held-out questions of the training source; ID: the other subjects of its domain; OOD: every "
               "other domain. The paper's rows give its gaps over Incompatible in points (LLaMA-2, MMLU / domain data).")
@@ -117,7 +119,7 @@ def write_report(results: dict, path: str | Path) -> None:
     page.text("Each cell: rank correlation of the four option probabilities before vs after fine-tuning (Ren et al.'s "
               "measure; 1 = same ranking) / KL(before ‖ after) / % of questions whose predicted option is unchanged.")
 
-    page.heading("The base model against chance")
+    page.heading(f"The base model against chance ({protocol} scoring)")
     rows = []
     for part, b in base.items():
         rows.append([part, b["n"], f"{b['accuracy'] * 100:.1f}", f"{b['p_value']:.3g}", "yes" if b["above_chance"] else "no",

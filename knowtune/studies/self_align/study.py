@@ -1,6 +1,8 @@
 """The self-align study (Ren et al. 2024) end to end: probe the base model → Harmonious /
 Incompatible / Self-aligning sets (and mixtures) → fine-tune each, per seed → after every epoch evaluate
-HOMO / ID / OOD (and dev) with the probe's own letter-logit protocol → findings → report.
+HOMO / ID / OOD (and dev) with the probe's own protocol → findings → report. The protocol (`probe.scoring`:
+letter-logit as in the paper, or cloze option likelihood) fixes the base probe, the training format and every
+evaluation, so one study never mixes the two.
 
 The base model and every fine-tuned model read the same k-shot prompts (exemplars fixed by `probe_seed`),
 so accuracy changes and the knowledge consistency (option rankings before vs after) compare like with
@@ -91,13 +93,14 @@ def base_predictions(cfg: SelfAlignConfig, data: MCDataset, lm, parts: dict[str,
                      out: Path) -> dict[str, list[MCPrediction]]:
     """The base model's k-shot predictions on every part, cached in `out/base` under a key of what they depend on."""
     key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "k_shot": cfg.k_shot,
-                       "probe_seed": cfg.probe_seed, "ids": {p: [q.id for q in qs] for p, qs in parts.items()}})
+                       "probe_seed": cfg.probe_seed, "scoring": cfg.probe.model_dump(), "ids": {p: [q.id for q in qs] for p, qs in parts.items()}})
     path, key_path = out / "base" / "predictions.jsonl", out / "base" / "key.json"
     if not (key_path.exists() and read_json(key_path) == {"key": key}):
         n = sum(map(len, parts.values()))
-        console.print(f"probing the base model on {n} questions ({cfg.k_shot}-shot)")
+        console.print(f"probing the base model on {n} questions ({cfg.k_shot}-shot, {cfg.probe.label()} scoring)")
         questions = [q for qs in parts.values() for q in qs]
-        preds = probe_mc(lm.model, lm.tokenizer, data, questions, cfg.k_shot, cfg.probe_seed, cfg.batch_size, progress=True)
+        preds = probe_mc(lm.model, lm.tokenizer, data, questions, cfg.k_shot, cfg.probe_seed, cfg.batch_size, progress=True,
+                         scoring=cfg.probe)
         part_of = {q.id: p for p, qs in parts.items() for q in qs}
         atomic_write_jsonl(path, [{"part": part_of[p.question.id], **p.to_dict()} for p in preds])
         atomic_write_json(key_path, {"key": key})
@@ -117,10 +120,10 @@ def training_sets(
     cfg: SelfAlignConfig, data: MCDataset, pool: list[MCPrediction], seed: int
 ) -> dict[str, list[ConsistencyExample]]:
     """The requested sets and mixtures of one seed; an empty set stops the study with the curation's message."""
-    sets = consistency_sets(pool, data, cfg.size, seed)
+    sets = consistency_sets(pool, data, cfg.size, seed, cfg.probe.scoring)
     out = {name: sets[name] for name in cfg.sets}
     if cfg.mixture_shares:
-        out.update(mixtures(pool, data, cfg.mixture_shares, cfg.size, seed))
+        out.update(mixtures(pool, data, cfg.mixture_shares, cfg.size, seed, cfg.probe.scoring))
     return out
 
 
@@ -128,7 +131,8 @@ def _evaluator(cfg: SelfAlignConfig, data: MCDataset, tokenizer, parts: dict[str
                base: dict[str, list[MCPrediction]], run_dir: Path):
     """The per-epoch evaluation: accuracy, change and knowledge consistency per part; predictions saved per epoch."""
     def evaluate(model, epoch: int) -> dict:
-        metrics, preds = evaluate_parts(model, tokenizer, data, parts, cfg.k_shot, cfg.probe_seed, cfg.batch_size, base)
+        metrics, preds = evaluate_parts(model, tokenizer, data, parts, cfg.k_shot, cfg.probe_seed, cfg.batch_size, base,
+                                        cfg.probe)
         atomic_write_jsonl(run_dir / "predictions" / f"epoch{epoch}.jsonl",
                            [{"part": part, **p.to_dict()} for part, ps in preds.items() for p in ps])
         return {**{f"{part}_accuracy": m["accuracy"] for part, m in metrics.items()}, "eval": metrics}
