@@ -12,7 +12,7 @@ import pytest
 
 from knowtune.data.multiple_choice import MCQuestion, load_mmlu
 from knowtune.errors import ConfigError, KnowtuneError
-from knowtune.evaluate.multiple_choice import chance_check
+from knowtune.evaluate.multiple_choice import binomial_tail, chance_check
 from knowtune.probe.multiple_choice import MCPrediction
 from knowtune.studies.registry import get_study
 from knowtune.studies.self_align.findings import caveats, findings, paired_gap
@@ -58,8 +58,23 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(mmlu_inputs, tmp_pa
         for split in ("homo", "id", "ood"):
             assert by[split]["change"]["mean"] == pytest.approx(by[split]["accuracy"]["mean"] - base[split]["accuracy"])
             assert -1 <= saved["consistency"]["convergence"][name][split]["rank_correlation"]["mean"] <= 1
-    assert [f["claim"].split()[0] for f in saved["findings"]] == ["Harmonious", "Self-aligning", "Sets"]
+    # the quick preset scores by cloze: recorded, and the sets are QA pairs answered with option text
+    assert saved["config"]["probe"] == {"scoring": "cloze", "cloze_norm": "sum"}
+    assert saved["protocol"] == "cloze (summed option log-probability)"
+    assert "cloze (summed option log-probability) scoring" in (out / "report.html").read_text()
+    questions = {q.id: q for q in load_mmlu(mmlu_inputs / "mmlu").questions}
+    for r in sa + inc:
+        q = questions[r["id"]]
+        assert r["prompt"] == f"Q: {q.question}\nA:" and r["target"] == f" {q.options[r['label']]}\n"
+    claims = [f["claim"] for f in saved["findings"]]
+    assert [c.split()[0] for c in claims[:3]] == ["Harmonious", "Self-aligning", "Sets"]
+    assert claims[3:9] == [f"{s} > Incompatible on {x}" for s in ("Harmonious", "Self-aligning") for x in ("HOMO", "ID", "OOD")]
+    assert claims[9] == "The base model is above chance (25 %) under cloze (summed option log-probability) scoring"
+    assert saved["findings"][9]["reproduced"] == base["pool"]["above_chance"]
     assert all(f["reproduced"] in (True, False, None) for f in saved["findings"])
+    # per-question option probabilities and correctness, base and every epoch, for intervals computed later
+    base_rows = [json.loads(line) for line in (out / "base" / "predictions.jsonl").read_text().splitlines()]
+    assert len(base_rows) == sum(b["n"] for b in base.values()) and all(len(r["probs"]) == 4 and "correct" in r for r in base_rows)
     run = out / "runs" / "seed0" / "harmonious"
     assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch1.jsonl", "epoch2.jsonl"]
 
@@ -76,8 +91,12 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(mmlu_inputs, tmp_pa
 def test_lora_and_mixtures(mmlu_inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("KNOWTUNE_CACHE", str(tmp_path / "cache"))
     cfg = get_study("self-align").load_config("quick", overrides(
-        mmlu_inputs, sets="[incompatible]", mixture_shares="[0.5]", dev_split="null", **{"train.method": "lora", "train.epochs": "1"}))
+        mmlu_inputs, sets="[incompatible]", mixture_shares="[0.5]", dev_split="null",
+        **{"train.method": "lora", "train.epochs": "1", "probe.scoring": "letter"}))
     results = run_study(cfg, tmp_path / "lora", progress=False)
+    assert results["protocol"] == "letter-logit"
+    rows = [json.loads(line) for line in (tmp_path / "lora" / "sets" / "seed0" / "incompatible.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].endswith("\nAnswer:") and r["target"] == " " + "ABCD"[r["label"]] for r in rows)
     assert set(results["table"]["convergence"]) == {"incompatible", "self_aligned-0.5"}
     mix = results["sets"]["seed0"]["self_aligned-0.5"]
     assert mix["label_source"]["model"] == round(mix["size"] / 2)
@@ -95,6 +114,12 @@ def test_bad_requests_stop_with_a_message(mmlu_inputs):
     right = [MCPrediction(q, q.answer, (0.25,) * 4) for q in data.split("test") if q.subject == "anatomy"]
     with pytest.raises(KnowtuneError, match="incompatible and self-aligning sets are empty"):
         training_sets(cfg, data, right, seed=0)
+    # too small for the requested size: stops before training, naming the counts and the protocol
+    half = right[:30] + wrong[30:]
+    big = get_study("self-align").load_config("quick", overrides(mmlu_inputs, size="12"))
+    with pytest.raises(ConfigError, match=r"size=12: the sets can hold 1 to 10 questions \(under cloze scoring the base "
+                                          r"model answered 30 of the 40 pool questions right, 10 wrong\)"):
+        training_sets(big, data, half, seed=0)
     for key, value, message in (("train_subjects", "[nope]", "unknown training subjects"),
                                 ("dev_split", "train", "split 'train' is not in"),
                                 ("train_subjects", "[anatomy, virology]", "ID test set is empty")):
@@ -146,6 +171,19 @@ def test_findings_on_hand_made_numbers():
     assert got[1]["reproduced"] is True and "within one std over seeds on HOMO, ID, OOD" in got[1]["this_run"]
     assert got[2]["reproduced"] is True and "Pearson r = +" in got[2]["this_run"]  # more consistent sets scored higher
     assert not any(f["base_at_chance"] for f in got)
+    # split by split, the paper's number beside this run's
+    homo = got[3]
+    assert homo["claim"] == "Harmonious > Incompatible on HOMO" and homo["paper"] == "+11.27 points"
+    assert homo["this_run"] == "+10.0 ± 2.0 points (3 seeds)" and homo["reproduced"] is True and homo["split"] == "homo"
+    assert [f["reproduced"] for f in got[3:9]] == [True] * 6 and len(got) == 9  # no base row without `base`
+    good = chance_check([MCPrediction(_q(i, i % 4), i % 4 if i % 2 else (i + 1) % 4, (0.25,) * 4) for i in range(80)])
+    poor = chance_check([MCPrediction(_q(i, i % 4), i % 4 if i % 4 == 0 else (i + 1) % 4, (0.25,) * 4) for i in range(80)])
+    with_base = findings(runs, table, cons, base={"pool": good, "homo": good, "id": poor, "ood": good}, protocol="cloze (x)")
+    last = with_base[-1]
+    assert last["claim"] == "The base model is above chance (25 %) under cloze (x) scoring" and last["reproduced"] is True
+    assert last["this_run"].startswith("50.0 % of 80 pool questions, one-sided binomial p = ") and "ID 25.0 % (p = " in last["this_run"]
+    assert last["p_value"] == pytest.approx(binomial_tail(40, 80))
+    assert findings(runs, table, cons, base={"pool": poor, "homo": poor, "id": poor, "ood": poor})[-1]["reproduced"] is False
     one = _runs([(-0.05, 0.01)])
     worse = findings(one, accuracy_table(one, "convergence"), consistency_table(one, "convergence"), base_at_chance=True)
     assert worse[0]["reproduced"] is False and worse[0]["per_split"]["homo"] is False and "1 seed)" in worse[0]["this_run"]
