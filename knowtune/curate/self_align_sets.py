@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from knowtune.data.formats import qa_prompt
 from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.files import stable_int
-from knowtune.data.formats import qa_prompt
 from knowtune.probe.mc_cloze import continuation
 from knowtune.probe.multiple_choice import MCPrediction, build_mc_prompt
 

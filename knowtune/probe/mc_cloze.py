@@ -21,7 +21,12 @@ from tqdm import tqdm
 from knowtune.data.formats import qa_demo, qa_prompt
 from knowtune.data.multiple_choice import MCDataset, MCQuestion
 from knowtune.errors import KnowtuneError
-from knowtune.probe.multiple_choice import check_length, exemplar_sets, prefix_batches, tail_logits
+from knowtune.probe.multiple_choice import (
+    check_length,
+    exemplar_sets,
+    prefix_batches,
+    tail_logits,
+)
 
 CLOZE_NORMS = ("sum", "mean")
 

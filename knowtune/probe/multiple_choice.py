@@ -218,7 +218,8 @@ def probe_mc(
     one prediction per question, in order."""
     scoring = scoring or MCScoring()
     if scoring.scoring == "cloze":
-        from knowtune.probe.mc_cloze import cloze_probe_scores  # mc_cloze builds on this module
+        # imported here: mc_cloze builds on this module
+        from knowtune.probe.mc_cloze import cloze_probe_scores
 
         scores = cloze_probe_scores(model, tokenizer, data, questions, k_shot, seed, batch_size, progress, scoring.cloze_norm)
     else:

@@ -19,7 +19,13 @@ from knowtune.probe.mc_cloze import (
     cloze_scores,
     continuation_inputs,
 )
-from knowtune.probe.multiple_choice import exemplar_sets, letter_logits, mc_prompts, predictions_from_logits, probe_mc
+from knowtune.probe.multiple_choice import (
+    exemplar_sets,
+    letter_logits,
+    mc_prompts,
+    predictions_from_logits,
+    probe_mc,
+)
 
 CORPUS = [
     "Q: What is the capital of France?\nA: Paris\n\nQ: Which country is Lyon in?\nA: France\n\n",
