@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from knowtune.data.formats import qa_demo, qa_prompt
 from knowtune.data.multiple_choice import MCDataset, MCQuestion
+from knowtune.engine import common_prefix_len
 from knowtune.errors import KnowtuneError
 from knowtune.probe.multiple_choice import (
     check_length,
     exemplar_sets,
+    forward_tails,
     prefix_batches,
-    tail_logits,
 )
 
 CLOZE_NORMS = ("sum", "mean")
@@ -67,29 +68,56 @@ def continuation_inputs(tokenizer, prompts: list[str], options: list[tuple[str, 
     return seqs, lengths
 
 
+def _contexts(seqs: list[list[int]], lengths: list[int], width: int) -> list[list[int]]:
+    """Per question, the tokens all its option rows share before any row's continuation starts."""
+    out = []
+    for i in range(0, len(seqs), width):
+        rows = range(i, i + width)
+        n = min(len(seqs[r]) - lengths[r] for r in rows)
+        out.append(seqs[i][: min([n, *(common_prefix_len(seqs[i], seqs[r]) for r in rows)])])
+    return out
+
+
 def continuation_logprobs(model, tokenizer, seqs: list[list[int]], lengths: list[int],
                           batch_size: int = 32, progress: bool = False, rows_per_question: int = 4) -> np.ndarray:
     """Per row, the log-probability of each of its last `lengths` ids given everything before it, summed
-    and counted: shape (rows, 2) = (sum, number of tokens). Rows are batched `rows_per_question` at a time
-    (one question's options together), prompts sharing a k-shot prefix share batches and its KV cache."""
+    and counted: shape (rows, 2) = (sum, number of tokens). Rows come `rows_per_question` per question.
+    A batch of questions runs in two forwards: the questions' contexts behind their shared k-shot prefix
+    (cached across batches, see `forward_tails`), then each option's tokens behind its question's cached
+    context, so neither the exemplars nor a question's own tokens run once per option."""
     import torch  # here, not at the top: the prompt builders of this module are read without torch
 
     check_length(model, seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    n_questions = len(seqs) // rows_per_question
-    # a question's rows share its context; batch questions by that context's tokens, as the letter probe does
-    contexts = [seqs[rows_per_question * i][: -lengths[rows_per_question * i]] for i in range(n_questions)]
+    width = rows_per_question
+    contexts = _contexts(seqs, lengths, width)
     out = np.zeros((len(seqs), 2))
+    prefixes: dict = {}  # the last k-shot prefix's KV cache, reused by the batches that follow
     with torch.inference_mode():
         for qs in tqdm(prefix_batches(contexts, batch_size), desc="mc cloze", disable=not progress):
-            rows = [rows_per_question * i + j for i in qs for j in range(rows_per_question)]
-            keep = max(lengths[r] for r in rows) + 1
-            logits = tail_logits(model, [seqs[r] for r in rows], pad, keep).float()
-            for b, r in enumerate(rows):
+            first, cache, mask = forward_tails(model, [contexts[i] for i in qs], pad, 1, prefixes, want_cache=True)
+            cache.batch_repeat_interleave(width)
+            rows = [width * i + j for i in qs for j in range(width)]
+            rests = [seqs[r][len(contexts[r // width]) :] for r in rows]
+            wide = max(map(len, rests))
+            device = first.device
+            # options are right-padded: nothing real comes after the padding, so no real token attends to it
+            ids = torch.full((len(rows), wide), pad, dtype=torch.long)
+            rest_mask = torch.zeros((len(rows), wide), dtype=torch.long)
+            for b, rest in enumerate(rests):
+                ids[b, : len(rest)] = torch.tensor(rest)
+                rest_mask[b, : len(rest)] = 1
+            pos = mask.sum(-1).repeat_interleave(width)[:, None] + torch.arange(wide)[None, :]
+            logits = model(
+                input_ids=ids.to(device), attention_mask=torch.cat([mask.repeat_interleave(width, 0), rest_mask], 1).to(device),
+                position_ids=pos.to(device), past_key_values=cache, use_cache=True,
+            ).logits.float()
+            for b, (r, rest) in enumerate(zip(rows, rests)):
                 m = lengths[r]
-                # logits at column c predict the token at column c + 1: the last m tokens come from the m before
-                logp = torch.log_softmax(logits[b, keep - 1 - m : keep - 1], dim=-1)
-                target = torch.tensor(seqs[r][-m:], device=logp.device)
+                # the context's last logits predict the row's first token after it; each row token the next
+                predicting = torch.cat([first[b // width, -1:].float(), logits[b, : len(rest) - 1]])[-m:]
+                logp = torch.log_softmax(predicting, dim=-1)
+                target = torch.tensor(rest[-m:], device=device)
                 out[r] = (logp.gather(1, target[:, None]).double().sum().item(), m)
     return out
 

@@ -19,6 +19,7 @@ space token, and a colon that merges with the space, and fails loudly for anythi
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -100,19 +101,43 @@ def answer_inputs(tokenizer, prompts: list[str]) -> tuple[list[list[int]], list[
     return stems, letters
 
 
-def tail_logits(model, seqs: list[list[int]], pad: int, keep: int = 1) -> torch.Tensor:
-    """Logits at the last `keep` positions of each id sequence, shape (rows, keep, vocab). The batch's
-    common token prefix (the k-shot exemplars, when the rows share a subject) is run once and its KV cache
-    repeated for every row; the rest is left-padded between prefix and tail with explicit position ids, so
-    every row ends in the last column and sees the positions of an unpadded forward."""
+def _shared_prefix(model, seqs: list[list[int]], keep: int, store: dict) -> tuple[int, object]:
+    """How many leading tokens every row reads from a cache, and that KV cache (batch 1, a copy to extend).
+    `store` holds the last prefix run, across batches, as the SliCK engine keeps its prefix: a batch whose
+    rows all begin with it reuses it. Otherwise the rows' common prefix is run; when it agrees with the last
+    one on at least half its length, only that agreed part (a subject's k-shot exemplars, as a rule: the
+    question tokens after them differ) is run and kept, so a subject's exemplars run about once, not once
+    per batch. The rows' tokens past the cached prefix go through the batched forward either way."""
+    import torch
+
+    limit = min(map(len, seqs)) - keep  # every row keeps `keep` tokens to read logits at
+    shared = max(0, min([limit, *(common_prefix_len(seqs[0], s) for s in seqs[1:])]))  # one row: all it can cache
+    key = next(iter(store), None)
+    if key is not None and len(key) <= limit and 2 * len(key) >= shared and all(tuple(s[: len(key)]) == key for s in seqs):
+        return len(key), copy.deepcopy(store[key])
+    if not shared:
+        return 0, None
+    agreed = common_prefix_len(list(key), seqs[0][:shared]) if key is not None else 0
+    key = tuple(seqs[0][: agreed if 2 * agreed >= shared else shared])
+    device = next(model.parameters()).device
+    store.clear()
+    store[key] = model(torch.tensor([key], device=device), use_cache=True, logits_to_keep=1).past_key_values
+    return len(key), copy.deepcopy(store[key])
+
+
+def forward_tails(model, seqs: list[list[int]], pad: int, keep: int = 1, prefixes: dict | None = None,
+                  want_cache: bool = False) -> tuple[torch.Tensor, object, torch.Tensor]:
+    """Logits at the last `keep` positions of each id sequence, shape (rows, keep, vocab), with the KV cache
+    and attention mask of the whole rows when `want_cache` (to run more tokens behind them). The rows' common
+    token prefix (the k-shot exemplars, when the rows share a subject) is run once, or taken from `prefixes`
+    (a dict the caller keeps across batches, see `_shared_prefix`), and its KV cache repeated for every row;
+    the rest is left-padded between prefix and tail with explicit position ids, so every row ends in the
+    last column and sees the positions of an unpadded forward."""
     import torch
 
     device = next(model.parameters()).device
-    shared = min(common_prefix_len(seqs[0], s) for s in seqs) if len(seqs) > 1 else 0
-    shared = max(0, min(shared, min(map(len, seqs)) - keep))  # every row keeps `keep` tokens to read logits at
-    cache = None
-    if shared:
-        cache = model(torch.tensor([seqs[0][:shared]], device=device), use_cache=True, logits_to_keep=1).past_key_values
+    shared, cache = _shared_prefix(model, seqs, keep, {} if prefixes is None else prefixes)
+    if cache is not None:
         cache.batch_repeat_interleave(len(seqs))
     tails = [s[shared:] for s in seqs]
     width = max(map(len, tails))
@@ -123,10 +148,11 @@ def tail_logits(model, seqs: list[list[int]], pad: int, keep: int = 1) -> torch.
         ids[b, width - len(tail) :] = torch.tensor(tail)
         mask[b, shared + width - len(tail) :] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-    return model(
+    out = model(
         input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-        past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep,
-    ).logits[:, -keep:, :]
+        past_key_values=cache, use_cache=want_cache or cache is not None, logits_to_keep=keep,
+    )
+    return out.logits[:, -keep:, :], out.past_key_values if want_cache else None, mask
 
 
 def check_length(model, seqs: list[list[int]]) -> None:
@@ -161,9 +187,10 @@ def letter_logits(model, tokenizer, prompts: list[str], batch_size: int = 8, pro
     check_length(model, stems)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros((len(prompts), len(LETTERS)))
+    prefixes: dict = {}
     with torch.inference_mode():
         for rows in tqdm(prefix_batches(stems, batch_size), desc="mc probe", disable=not progress):
-            logits = tail_logits(model, [stems[i] for i in rows], pad)[:, -1, :].double()
+            logits = forward_tails(model, [stems[i] for i in rows], pad, 1, prefixes)[0][:, -1, :].double()
             picked = logits.gather(1, torch.tensor([letter_ids[i] for i in rows], device=logits.device))
             out[rows] = picked.cpu().numpy()
     return out

@@ -121,6 +121,25 @@ def test_batched_cloze_scores_match_a_direct_forward_per_option(kind_tok_model, 
     np.testing.assert_allclose(mean, want / counts, atol=2e-5, rtol=0)
 
 
+def test_the_exemplar_prefix_runs_about_once_per_subject(kind_tok_model):
+    """One question per batch: the next batches of the subject reuse the exemplar prefix's KV cache
+    instead of running it again, and the scores stay those of a direct forward."""
+    _, tok, model = kind_tok_model
+    data = _dataset()
+    questions = data.split("test")  # 3 subjects × 5 questions
+    prompts = cloze_prompts(data, questions, k_shot=3, seed=0)
+    prefix_runs = []  # a prefix runs alone, without an attention mask; every batched forward has one
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: prefix_runs.append(1) if "attention_mask" not in kwargs else None, with_kwargs=True)
+    try:
+        got = cloze_scores(model, tok, prompts, [q.options for q in questions], batch_size=1)
+    finally:
+        hook.remove()
+    assert len(prefix_runs) <= 2 * 3 < len(questions)  # at most twice per subject, not once per batch
+    want = np.array([[_direct(model, tok, p, o) for o in q.options] for p, q in zip(prompts, questions)])
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
 def test_probe_mc_dispatches_and_letter_is_unchanged(kind_tok_model):
     _, tok, model = kind_tok_model
     data = _dataset()
