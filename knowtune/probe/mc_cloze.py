@@ -127,7 +127,9 @@ def cloze_scores(model, tokenizer, prompts: list[str], options: list[tuple[str, 
     """Each option's cloze score after its prompt, shape (len(prompts), options per question)."""
     if norm not in CLOZE_NORMS:
         raise KnowtuneError(f"unknown cloze normalisation {norm!r}; use {' or '.join(CLOZE_NORMS)}")
-    width = len(options[0]) if options else 0
+    if not prompts:
+        return np.zeros((0, 4))
+    width = len(options[0])
     seqs, lengths = continuation_inputs(tokenizer, prompts, options)
     logprobs = continuation_logprobs(model, tokenizer, seqs, lengths, batch_size, progress, width)
     scores = logprobs[:, 0] if norm == "sum" else logprobs[:, 0] / logprobs[:, 1]

@@ -163,6 +163,10 @@ def test_a_tokenizer_without_offsets_is_refused(tiny_tokenizer):
         continuation_inputs(NoOffsets(), ["Q: x?\nA:"], [("a", "b", "c", "d")])
 
 
+def test_no_questions_no_scores(tiny_tokenizer, tiny_model):
+    assert cloze_scores(tiny_model, tiny_tokenizer, [], []).shape == (0, 4)
+
+
 def test_unknown_normalisation_is_refused(tiny_tokenizer, tiny_model):
     with pytest.raises(KnowtuneError, match="unknown cloze normalisation 'bytes'"):
         cloze_scores(tiny_model, tiny_tokenizer, ["Q: x?\nA:"], [("a", "b", "c", "d")], norm="bytes")
