@@ -138,6 +138,7 @@ def train(
     from knowtune.probe.slick import read_probe_records
     from knowtune.provenance import check_inputs, provenance_of
     from knowtune.train.examples import read_examples
+    from knowtune.train.processes import process_state
     from knowtune.train.sft_config import SFTConfig
     from knowtune.train.sft_trainer import train_sft
 
@@ -157,7 +158,8 @@ def train(
         return row
 
     res = train_sft(lm.model, lm.tokenizer, examples, cfg, out, evaluate if evals else None, meta=meta)
-    console.print(f"EARLY_STOP epoch {res.early_stop_epoch}, CONVERGENCE epoch {res.convergence_epoch}; metrics: {out / 'metrics.jsonl'}")
+    if process_state().is_main_process:  # under `accelerate launch` every process gets here
+        console.print(f"EARLY_STOP epoch {res.early_stop_epoch}, CONVERGENCE epoch {res.convergence_epoch}; metrics: {out / 'metrics.jsonl'}")
 
 
 @app.command()

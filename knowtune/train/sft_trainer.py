@@ -46,9 +46,11 @@ from knowtune.train.examples import SFTExample
 from knowtune.train.fit import encode_pair, teacher_forced_fit
 from knowtune.train.processes import (
     BARRIER_TIMEOUT,
+    check_launch,
     per_device_batch,
     process_state,
     use_cpu,
+    warn_one_cpu_process,
 )
 from knowtune.train.sft_config import SFTConfig
 
@@ -256,6 +258,7 @@ def train_sft(
 
     if not examples:
         raise KnowtuneError("no training examples")
+    check_launch(cfg.bf16)
     state = process_state()
     check_training_fits(model, tokenizer, examples, cfg, state.num_processes)  # before any work
     out = Path(out)
@@ -267,6 +270,7 @@ def train_sft(
         resume = _resume_point(out, cfg, len(examples), fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]),
                                state.num_processes)
         _warn_uneven_last_step(len(examples), cfg, state.num_processes)
+        warn_one_cpu_process(state.num_processes)
     state.wait_for_everyone()
     if not state.is_main_process:  # the main process has checked the directory and removed unfinished checkpoints
         resume = last_complete_checkpoint(out / "checkpoints")

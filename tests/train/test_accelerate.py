@@ -1,0 +1,135 @@
+"""`knowtune train` under `accelerate launch`: two processes (DDP over gloo on the CPU) train the run one
+process trains, write one metrics.jsonl and one run directory; the shipped accelerate configs load."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from knowtune.errors import ConfigError
+from knowtune.train.processes import (
+    check_launch,
+    per_device_batch,
+    warn_one_cpu_process,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = ["--set", "epochs=2", "--set", "batch_size=8", "--set", "learning_rate=3e-3"]  # 40 examples: 5 steps an epoch
+# Two processes sum their gradients in another order than one process summing one batch: float32
+# rounding (~1e-7 relative) that Adam's normalised steps carry through 10 steps. Measured here: 1e-6 at
+# most. 1e-4 is a thirtieth of one Adam step (lr 3e-3), while the weights move by 3e-2 and a run with
+# another global batch ends 5e-2 away (checked below, so the tolerance tells the two apart).
+ATOL = 1e-4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(processes: int, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes N -m knowtune ARGS` on the CPU: torchrun starts the N
+    processes (accelerate's --cpu starts one unless given mpirun) and no GPU is visible, so they use gloo."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf"),  # no accelerate default_config.yaml of the user's
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "knowtune", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "convergence" / "model.safetensors")
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_two_processes_train_what_one_trains(tiny_workdir, cli, tmp_path):
+    w = tiny_workdir
+    common = ["train", "--model", str(w / "model"), "--train", str(w / "train.jsonl"), "--dev", str(w / "dev.jsonl")]
+    two = tmp_path / "two"
+    res = launch(2, [*common, "--out", str(two), *SETTINGS], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("EARLY_STOP epoch") == 1  # printed by the main process alone
+    assert json.loads((two / "train_config.json").read_text())["processes"] == 2
+    assert sorted(p.name for p in two.iterdir()) == ["convergence", "early_stop", "metrics.jsonl", "result.json", "train_config.json"]
+    rows = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all("dev_accuracy" in r for r in rows)
+
+    one = tmp_path / "one"
+    assert cli(*common, "--out", str(one), *SETTINGS)[0] == 0
+    one_rows = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(one_rows, rows, strict=True):  # the same steps: the same loss, fit and accuracy
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert (a["fit_by_group"], a["dev_accuracy"]) == (b["fit_by_group"], b["dev_accuracy"])
+    base = load_file(w / "model" / "model.safetensors")
+    assert max_difference(weights(one), base) > 100 * ATOL
+    assert max_difference(weights(one), weights(two)) < ATOL
+
+    other = tmp_path / "other"  # another global batch: outside the tolerance
+    assert cli(*common, "--out", str(other), "--set", "epochs=2", "--set", "batch_size=4", "--set", "learning_rate=3e-3")[0] == 0
+    assert max_difference(weights(other), weights(two)) > 100 * ATOL
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
+    assert per_device_batch(16, 4) == 4 and per_device_batch(16, 1) == 16
+    with pytest.raises(ConfigError, match=r"key 'batch_size': 6 examples per step cannot be split evenly over 4 processes "
+                                          r"\(accelerate launch --num_processes 4\); use a multiple of 4"):
+        per_device_batch(6, 4)
+
+
+@pytest.mark.parametrize("env, expect", [
+    ({"ACCELERATE_USE_FSDP": "true"}, "FSDP and DeepSpeed ZeRO-3 shard the model over the processes"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "FSDP and DeepSpeed ZeRO-3 shard"),
+    ({"ACCELERATE_MIXED_PRECISION": "fp16"}, "mixed_precision 'fp16' differs from the training settings (bf16=False)"),
+], ids=["fsdp", "zero3", "fp16"])
+def test_what_the_trainer_cannot_honour_is_refused(env, expect, monkeypatch):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=re.escape(expect)):
+        check_launch(bf16=False)
+
+
+def test_what_the_trainer_honours_passes(monkeypatch, tmp_path):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    check_launch(bf16=True)
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(ds))
+    check_launch(bf16=True)  # ZeRO-2 keeps the whole model on every process
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    with pytest.raises(ConfigError, match="ZeRO-3"):
+        check_launch(bf16=True)
+
+
+def test_one_cpu_process_where_several_were_asked_is_said(monkeypatch, capsys):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    warn_one_cpu_process(1)  # `accelerate launch --cpu` of one process: nothing to say
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # what accelerate sets when asked for --num_processes 2
+    warn_one_cpu_process(1)
+    assert "knowtune: warning: accelerate launch --cpu started one process only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "examples" / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_accelerate_configs_load(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(config))
+    assert cfg.compute_environment.value == "LOCAL_MACHINE" and cfg.num_processes >= 1
