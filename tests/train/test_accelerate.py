@@ -85,6 +85,36 @@ def test_two_processes_train_what_one_trains(tiny_workdir, cli, tmp_path):
     assert max_difference(weights(other), weights(two)) > 100 * ATOL
 
 
+def test_a_run_killed_in_one_process_resumes_in_two(tiny_workdir, cli, tmp_path):
+    from knowtune.models import load_model
+    from knowtune.train.examples import read_examples
+    from knowtune.train.sft_config import SFTConfig
+    from knowtune.train.sft_trainer import train_sft
+
+    w = tiny_workdir
+    common = ["train", "--model", str(w / "model"), "--train", str(w / "train.jsonl")]
+
+    def die_in_epoch_2(model, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt  # stands in for a kill after epoch 1's checkpoint
+        return {}
+
+    killed = tmp_path / "killed"
+    lm = load_model(str(w / "model"))
+    cfg = SFTConfig(epochs=2, batch_size=8, learning_rate=3e-3)  # what SETTINGS say
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(lm.model, lm.tokenizer, read_examples(w / "train.jsonl"), cfg, killed, die_in_epoch_2, progress=False)
+    assert (killed / "checkpoints" / "checkpoint-5").exists()
+    res = launch(2, [*common, "--out", str(killed), *SETTINGS], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from the checkpoint of epoch 1 of 2" in res.stderr
+    assert [json.loads(line)["epoch"] for line in (killed / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((killed / "train_config.json").read_text())["processes"] == 1  # written once, by the first run
+    whole = tmp_path / "whole"
+    assert cli(*common, "--out", str(whole), *SETTINGS)[0] == 0
+    assert max_difference(weights(whole), weights(killed)) < ATOL
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
     assert per_device_batch(16, 4) == 4 and per_device_batch(16, 1) == 16
     with pytest.raises(ConfigError, match=r"key 'batch_size': 6 examples per step cannot be split evenly over 4 processes "
