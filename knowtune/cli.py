@@ -285,8 +285,12 @@ def study_command(study):
                                                   "cpu (≥ 3 seeds, the evidence run), paper (the paper's data and settings, GPU)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set seeds=[0,1] --set train.epochs=4."),
     ) -> None:
+        from knowtune.train.processes import process_state
+
         cfg = study.load_config(preset, parse_overrides(set_))
-        print_findings(study, study.run(cfg, out), out)
+        results = study.run(cfg, out)
+        if process_state().is_main_process:  # under `accelerate launch` every process gets here
+            print_findings(study, results, out)
 
     command.__doc__ = f"{study.paper} end to end: {study.summary}"
     return command

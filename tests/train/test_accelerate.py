@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny_model
 from safetensors.torch import load_file
 
 from knowtune.errors import ConfigError
@@ -37,12 +38,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(processes: int, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def launch(processes: int, args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch --multi_gpu --num_processes N -m knowtune ARGS` on the CPU: torchrun starts the N
     processes (accelerate's --cpu starts one unless given mpirun) and no GPU is visible, so they use gloo."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf"),  # no accelerate default_config.yaml of the user's
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(free_port()), "-m", "knowtune", *args]
@@ -113,6 +114,41 @@ def test_a_run_killed_in_one_process_resumes_in_two(tiny_workdir, cli, tmp_path)
     whole = tmp_path / "whole"
     assert cli(*common, "--out", str(whole), *SETTINGS)[0] == 0
     assert max_difference(weights(whole), weights(killed)) < ATOL
+
+
+def test_a_study_trains_under_two_processes(tiny_tokenizer, tmp_path):
+    """The new-knowledge study's probe runs once (the main process first, the others read its cache), every
+    training run writes its directory once, and the findings are printed once."""
+    from studies.new_knowledge.test_study import write_dataset
+
+    from knowtune.data.formats import qa_prompt
+    from knowtune.train.examples import SFTExample
+    from knowtune.train.sft_config import SFTConfig
+    from knowtune.train.sft_trainer import train_sft
+
+    rows = write_dataset(tmp_path / "qa.jsonl")
+    model = make_tiny_model(tiny_tokenizer, seed=0)  # taught half the facts, so that there are Known and Unknown ones
+    taught = [SFTExample(r["id"], qa_prompt(r["question"]), f" {r['answers'][0]}\n") for r in rows if int(r["id"][-1]) % 2 == 0]
+    train_sft(model, tiny_tokenizer, taught, SFTConfig(epochs=40, learning_rate=3e-3, batch_size=8, checkpoint_every_epoch=False,
+              save_weights=False), tmp_path / "teach", progress=False)
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    settings = {"model": tmp_path / "model", "data": tmp_path / "qa.jsonl", "relations": "[cap,sym]", "ood_relations": "[lang]",
+                "train_pool": "null", "dev_size": "null", "test_size": "null", "ood_test_size": "null", "size": 4, "seeds": "[0]",
+                "probe.n_exemplar_sets": 2, "probe.n_samples": 8, "probe.temperature": 1.5, "probe.max_new_tokens": 4,
+                "train.epochs": 2, "train.learning_rate": 1e-3, "train.batch_size": 4}
+    args = ["study", "new-knowledge", "--out", str(tmp_path / "study")] + [f"--set={k}={v}" for k, v in settings.items()]
+    res = launch(2, args, tmp_path, {"KNOWTUNE_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("report: ") == 1
+    [probe] = (tmp_path / "cache" / "probes").glob("*/probe.jsonl")
+    ids = [json.loads(line)["id"] for line in probe.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 74  # every question probed once: 48 train, 8 dev, 12 test, 6 OOD
+    runs = sorted((tmp_path / "study" / "runs" / "seed0").iterdir())
+    assert len(runs) == 13
+    for run in runs:
+        assert json.loads((run / "train_config.json").read_text())["processes"] == 2
+        assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
