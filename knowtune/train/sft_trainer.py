@@ -323,9 +323,9 @@ def _warn_uneven_last_step(n_examples: int, cfg: SFTConfig, processes: int) -> N
     """Say when N processes cannot see the same batches as one: accelerate fills the shares of an epoch's
     last, partial batch with examples from the epoch's start (its `even_batches`), so that step differs."""
     if processes > 1 and n_examples % cfg.batch_size:
-        warn(f"{n_examples} examples are not a multiple of batch_size {cfg.batch_size}: under {processes} processes "
-             f"each epoch's last batch also repeats {cfg.batch_size - n_examples % cfg.batch_size} examples from the "
-             f"epoch's start, so the run differs slightly from a one-process run")
+        warn(f"the training set ({n_examples} examples) is not a multiple of batch_size {cfg.batch_size}: under {processes} "
+             f"processes each epoch's last batch is filled up with {cfg.batch_size - n_examples % cfg.batch_size} examples "
+             f"from the epoch's start, so the run can differ slightly from a one-process run")
 
 
 def _load_result(out: Path) -> TrainResult:
