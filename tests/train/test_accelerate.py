@@ -183,6 +183,18 @@ def test_what_the_trainer_honours_passes(monkeypatch, tmp_path):
         check_launch(bf16=True)
 
 
+def test_an_uneven_last_batch_under_several_processes_is_said(capsys):
+    from knowtune.train.sft_config import SFTConfig
+    from knowtune.train.sft_trainer import _warn_uneven_last_step
+
+    for n, processes in ((40, 2), (42, 1)):  # whole batches, or one process: the same steps as one process
+        _warn_uneven_last_step(n, SFTConfig(batch_size=8), processes)
+    assert capsys.readouterr().err == ""
+    _warn_uneven_last_step(42, SFTConfig(batch_size=8), 2)
+    assert "(42 examples) is not a multiple of batch_size 8: under 2 processes each epoch's last batch is filled up with 6" \
+        in capsys.readouterr().err
+
+
 def test_one_cpu_process_where_several_were_asked_is_said(monkeypatch, capsys):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
