@@ -138,6 +138,7 @@ def train(
     from knowtune.probe.slick import read_probe_records
     from knowtune.provenance import check_inputs, provenance_of
     from knowtune.train.examples import read_examples
+    from knowtune.train.processes import process_state
     from knowtune.train.sft_config import SFTConfig
     from knowtune.train.sft_trainer import train_sft
 
@@ -157,7 +158,8 @@ def train(
         return row
 
     res = train_sft(lm.model, lm.tokenizer, examples, cfg, out, evaluate if evals else None, meta=meta)
-    console.print(f"EARLY_STOP epoch {res.early_stop_epoch}, CONVERGENCE epoch {res.convergence_epoch}; metrics: {out / 'metrics.jsonl'}")
+    if process_state().is_main_process:  # under `accelerate launch` every process gets here
+        console.print(f"EARLY_STOP epoch {res.early_stop_epoch}, CONVERGENCE epoch {res.convergence_epoch}; metrics: {out / 'metrics.jsonl'}")
 
 
 @app.command()
@@ -303,8 +305,12 @@ def study_command(study):
                                                   "cpu (≥ 3 seeds, the evidence run), paper (the paper's data and settings, GPU)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set seeds=[0,1] --set train.epochs=4."),
     ) -> None:
+        from knowtune.train.processes import process_state
+
         cfg = study.load_config(preset, parse_overrides(set_))
-        print_findings(study, study.run(cfg, out), out)
+        results = study.run(cfg, out)
+        if process_state().is_main_process:  # under `accelerate launch` every process gets here
+            print_findings(study, results, out)
 
     command.__doc__ = f"{study.paper} end to end: {study.summary}"
     return command

@@ -21,6 +21,7 @@ from knowtune.probe.config import ProbeConfig
 from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import CHUNK_SIZE, check_probe_fits, load_records, run_probe
 from knowtune.train.examples import SFTExample
+from knowtune.train.processes import process_state
 from knowtune.train.sft_config import SFTConfig
 from knowtune.train.sft_trainer import (
     EvaluateFn,
@@ -36,10 +37,12 @@ def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cf
     key = fingerprint({"model": lm.fingerprint, "data": data.fingerprint(), "probe": cfg.model_dump(),
                        "ids": sorted(e.id for e in examples)})
     out = cache_dir() / "probes" / key
-    if not (out / "summary.json").exists():
-        check_probe_fits(lm.model, lm.tokenizer, examples, cfg, min(batch_size, CHUNK_SIZE))
-        console.print(f"probing {len(examples)} questions → {out}")
-        run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=batch_size), data, examples, cfg, out, describe(lm))
+    # Under `accelerate launch` the main process probes and the others read its records.
+    with process_state().main_process_first():
+        if not (out / "summary.json").exists():
+            check_probe_fits(lm.model, lm.tokenizer, examples, cfg, min(batch_size, CHUNK_SIZE))
+            console.print(f"probing {len(examples)} questions → {out}")
+            run_probe(HFTreeEngine(lm.model, lm.tokenizer, batch_size=batch_size), data, examples, cfg, out, describe(lm))
     wanted = {e.id for e in examples}
     return {r.id: r for r in load_records(out / "probe.jsonl") if r.id in wanted}
 

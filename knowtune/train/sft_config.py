@@ -19,7 +19,7 @@ class SFTConfig(BaseModel):
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps for linear warm-up")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    batch_size: int = Field(16, ge=1, description="examples per optimizer step (per device)")
+    batch_size: int = Field(16, ge=1, description="examples per batch, over all processes (accelerate launch: batch_size/N each)")
     gradient_accumulation_steps: int = Field(1, ge=1)
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)

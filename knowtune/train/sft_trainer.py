@@ -6,6 +6,10 @@ After every epoch a callback records, to `metrics.jsonl`: the training loss, the
 `select` (dev accuracy) is EARLY_STOP, the last is CONVERGENCE; both are saved as safetensors.
 A killed run resumes from its last epoch checkpoint; a NaN loss stops the run and keeps the last
 good checkpoint.
+
+Under `accelerate launch --num_processes N` every process trains on its share of each batch (the
+optimizer step takes the same examples as in one process: see processes.py); only the main process
+computes the per-epoch metrics and writes the run directory, the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -37,8 +41,17 @@ from knowtune.files import (
     versions,
 )
 from knowtune.memory import check_fits, training_estimate
+from knowtune.provenance import warn
 from knowtune.train.examples import SFTExample
 from knowtune.train.fit import encode_pair, teacher_forced_fit
+from knowtune.train.processes import (
+    BARRIER_TIMEOUT,
+    check_launch,
+    per_device_batch,
+    process_state,
+    use_cpu,
+    warn_one_cpu_process,
+)
 from knowtune.train.sft_config import SFTConfig
 
 EvaluateFn = Callable[[torch.nn.Module, int], dict]
@@ -95,7 +108,9 @@ class _Trainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        value = float(loss.detach())
+        # Under N processes each loss is its share of the step's (normalised by the tokens of all of them,
+        # times N): their mean is the loss one process would see, and every process stops on a NaN together.
+        value = float(self.accelerator.reduce(loss.detach(), "mean") if self.args.world_size > 1 else loss.detach())
         if not math.isfinite(value):
             raise TrainingDiverged(f"loss became {value} at step {self.state.global_step + 1} (epoch {self.state.epoch:.2f})")
         self.epoch_losses.append(value)
@@ -151,10 +166,14 @@ class _Run:
         return max(scored, key=lambda m: (m[self.select], -m["epoch"]))["epoch"]
 
     def end_epoch(self, model, epoch: int) -> None:
+        losses, self.trainer.epoch_losses = self.trainer.epoch_losses, []
+        if self.trainer.is_world_process_zero():
+            self._record_epoch(model, epoch, losses)
+        self.trainer.accelerator.wait_for_everyone()
+
+    def _record_epoch(self, model, epoch: int, losses: list[float]) -> None:
         model.eval()
-        losses = self.trainer.epoch_losses
         row = {"epoch": epoch, "train_loss": sum(losses) / len(losses) if losses else None}
-        self.trainer.epoch_losses = []
         fit = teacher_forced_fit(model, self.tok, [(e.prompt, e.target) for e in self.examples])
         by_group: dict[str, list[bool]] = defaultdict(list)
         for ex, ok in zip(self.examples, fit):
@@ -174,12 +193,13 @@ class _Run:
         model.train()
 
 
-def check_training_fits(model, tokenizer, examples: list[SFTExample], cfg: SFTConfig) -> None:
-    """Refuse fine-tuning on `examples` (at least one) that cannot fit; a batch is never larger than the
-    set, and the longest example sets the sequence length."""
+def check_training_fits(model, tokenizer, examples: list[SFTExample], cfg: SFTConfig, processes: int = 1) -> None:
+    """Refuse fine-tuning on `examples` (at least one) that cannot fit; a batch (each process's share of
+    it) is never larger than the set, and the longest example sets the sequence length."""
     seq_len = max(len(ids) for ids in tokenizer([e.prompt + e.target for e in examples])["input_ids"])
     lora = (cfg.lora_r, cfg.lora_target_modules) if cfg.method == "lora" else None
-    check_fits(training_estimate(model, min(cfg.batch_size, len(examples)), seq_len, lora=lora, bf16=cfg.bf16), model)
+    batch = min(per_device_batch(cfg.batch_size, processes), len(examples))
+    check_fits(training_estimate(model, batch, seq_len, lora=lora, bf16=cfg.bf16), model)
 
 
 def _prepare_model(model, cfg: SFTConfig):
@@ -211,9 +231,10 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str) -> Path | None:
-    """The checkpoint to resume from, after checking the directory holds the same run."""
-    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint, "versions": versions()}
+def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str, processes: int) -> Path | None:
+    """The checkpoint to resume from, after checking the directory holds the same run (the main process only)."""
+    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint, "versions": versions(),
+                "processes": processes}  # recorded, not compared: a step takes the same examples with any number
     check_or_write_manifest(out / "train_config.json", manifest, "a training run", compare=("config", "examples", "data_fingerprint"))
     remove_stale_temp(out)
     return last_complete_checkpoint(out / "checkpoints")
@@ -237,22 +258,32 @@ def train_sft(
 
     if not examples:
         raise KnowtuneError("no training examples")
-    check_training_fits(model, tokenizer, examples, cfg)  # before any work
+    check_launch(cfg.bf16)
+    state = process_state()
+    check_training_fits(model, tokenizer, examples, cfg, state.num_processes)  # before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = out / "result.json"
     if done.exists():
         return _load_result(out)
-    resume = _resume_point(out, cfg, len(examples), fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]))
+    if state.is_main_process:
+        resume = _resume_point(out, cfg, len(examples), fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]),
+                               state.num_processes)
+        _warn_uneven_last_step(len(examples), cfg, state.num_processes)
+        warn_one_cpu_process(state.num_processes)
+    state.wait_for_everyone()
+    if not state.is_main_process:  # the main process has checked the directory and removed unfinished checkpoints
+        resume = last_complete_checkpoint(out / "checkpoints")
     run_model = _prepare_model(model, cfg)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=per_device_batch(cfg.batch_size, state.num_processes),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
         save_strategy="epoch" if cfg.checkpoint_every_epoch else "no", save_total_limit=1,
         logging_strategy="no", report_to="none", disable_tqdm=not progress, remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        use_cpu=use_cpu(), dataloader_num_workers=0, ddp_timeout=int(BARRIER_TIMEOUT.total_seconds()),
     )
     trainer = _Trainer(model=run_model, args=args, train_dataset=_PairDataset(tokenizer, examples),
                        data_collator=_collate(tokenizer.pad_token_id or 0))
@@ -260,10 +291,11 @@ def train_sft(
     run = _Run(trainer, tokenizer, examples, cfg, out, evaluate, select, meta or {})
     # Metrics past the checkpoint we resume from belong to an epoch that will be trained again.
     resumed_epoch = round(read_json(resume / "trainer_state.json")["epoch"]) if resume else 0
-    if resume:
+    if resume and state.is_main_process:
         print(f"{out}: resuming from the checkpoint of epoch {resumed_epoch} of {cfg.epochs}", file=sys.stderr)
     run.metrics = [m for m in run.metrics if m["epoch"] <= resumed_epoch]
-    atomic_write_jsonl(run.metrics_path, run.metrics)
+    if state.is_main_process:
+        atomic_write_jsonl(run.metrics_path, run.metrics)
     trainer.add_callback(_EpochCallback(run))
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -275,14 +307,25 @@ def train_sft(
         raise KnowtuneError(f"{resume}: refused to load a checkpoint file that holds more than tensors "
                             f"({str(e).splitlines()[0]}); delete the checkpoint to train from scratch") from None
     run_model.eval()
-    result = {"metrics": run.metrics, "early_stop_epoch": run.best_epoch(), "convergence_epoch": run.metrics[-1]["epoch"]}
-    if cfg.save_weights:
-        save_weights(run_model, tokenizer, out / "convergence", {**(meta or {}), "epoch": run.metrics[-1]["epoch"]})
-    atomic_write_json(done, result)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete: no optimizer state is needed
+    if state.is_main_process:
+        result = {"metrics": run.metrics, "early_stop_epoch": run.best_epoch(), "convergence_epoch": run.metrics[-1]["epoch"]}
+        if cfg.save_weights:
+            save_weights(run_model, tokenizer, out / "convergence", {**(meta or {}), "epoch": run.metrics[-1]["epoch"]})
+        atomic_write_json(done, result)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete: no optimizer state is needed
+    state.wait_for_everyone()
     res = _load_result(out)
     res.model = run_model
     return res
+
+
+def _warn_uneven_last_step(n_examples: int, cfg: SFTConfig, processes: int) -> None:
+    """Say when N processes cannot see the same batches as one: accelerate fills the shares of an epoch's
+    last, partial batch with examples from the epoch's start (its `even_batches`), so that step differs."""
+    if processes > 1 and n_examples % cfg.batch_size:
+        warn(f"the training set ({n_examples} examples) is not a multiple of batch_size {cfg.batch_size}: under {processes} "
+             f"processes each epoch's last batch is filled up with {cfg.batch_size - n_examples % cfg.batch_size} examples "
+             f"from the epoch's start, so the run can differ slightly from a one-process run")
 
 
 def _load_result(out: Path) -> TrainResult:
