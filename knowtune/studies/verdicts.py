@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from knowtune.report.html import interval_figure
 from knowtune.studies.stats import Interval
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
@@ -19,7 +20,7 @@ VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
 VERDICT_CLASSES = {REPRODUCED: "yes", CONTRADICTED: "no", INCONCLUSIVE: "na"}  # the report's CSS classes
 SCHEMA_VERSION = 2
 SCHEMA_NOTE = ("2: every finding carries estimate, ci [low, high], verdict (reproduced / contradicted / inconclusive), "
-               "rule and detectable (the interval's half width), from a bootstrap over seeds and test questions; "
+               "rule, detectable (the interval's half width) and threshold, from a bootstrap over seeds and test questions; "
                "the boolean `reproduced` (and flearning's `reproduced_by_protocol`, self-align's `per_split`) of "
                "version 1 are replaced by `verdict` (`verdict_by_protocol`, `verdict_by_split`). 1: yes / no on means.")
 
@@ -34,6 +35,7 @@ class Check:
     rule: str
     label: str = ""
     parts: tuple[Check, ...] = ()
+    threshold: float = 0.0  # the side of it the paper claims is in the rule
 
     @property
     def detectable(self) -> float | None:
@@ -43,7 +45,7 @@ class Check:
     def to_dict(self) -> dict:
         """estimate, ci, verdict, rule, detectable (and `parts`, for a claim of several)."""
         d = {"estimate": self.estimate, "ci": None if self.ci is None else list(self.ci), "verdict": self.verdict,
-             "rule": self.rule, "detectable": self.detectable}
+             "rule": self.rule, "detectable": self.detectable, "threshold": self.threshold}
         if self.parts:
             d["parts"] = [{"label": p.label, **p.to_dict()} for p in self.parts]
         return d
@@ -58,7 +60,7 @@ def check(interval: Interval | None, threshold: float = 0.0, above: bool = True,
     rule = (f"reproduced if the 95 % interval lies {_side(threshold, above)} {units}, contradicted if it lies "
             f"{_side(threshold, not above)}, inconclusive otherwise")
     if interval is None:
-        return Check(None, None, INCONCLUSIVE, rule, label)
+        return Check(None, None, INCONCLUSIVE, rule, label, threshold=threshold)
     lo, hi = interval.low, interval.high
     if (lo > threshold) if above else (hi < threshold):
         verdict = REPRODUCED
@@ -66,7 +68,7 @@ def check(interval: Interval | None, threshold: float = 0.0, above: bool = True,
         verdict = CONTRADICTED
     else:
         verdict = INCONCLUSIVE
-    return Check(interval.estimate, (lo, hi), verdict, rule, label)
+    return Check(interval.estimate, (lo, hi), verdict, rule, label, threshold=threshold)
 
 
 def combine(parts: list[Check]) -> Check:
@@ -78,7 +80,7 @@ def combine(parts: list[Check]) -> Check:
     deciding = next(p for p in parts if p.verdict == verdict)
     rule = "reproduced if every part is, contradicted if any part is, inconclusive otherwise; parts: " + "; ".join(
         f"{p.label}: {p.rule}" for p in parts)
-    return Check(deciding.estimate, deciding.ci, verdict, rule, deciding.label, tuple(parts))
+    return Check(deciding.estimate, deciding.ci, verdict, rule, deciding.label, tuple(parts), deciding.threshold)
 
 
 def fmt_check(c: Check, digits: int = 1) -> str:
@@ -106,9 +108,10 @@ class Finding:
     @classmethod
     def from_dict(cls, d: dict) -> Finding:
         """Read one `findings` entry back (the parts of a combined claim stay in `extra`)."""
-        core = ("claim", "paper", "this_run", "estimate", "ci", "verdict", "rule", "detectable")
+        core = ("claim", "paper", "this_run", "estimate", "ci", "verdict", "rule", "detectable", "threshold")
         ci = None if d.get("ci") is None else tuple(d["ci"])
-        return cls(d["claim"], d["paper"], d["this_run"], Check(d["estimate"], ci, d["verdict"], d["rule"]),
+        return cls(d["claim"], d["paper"], d["this_run"], Check(d["estimate"], ci, d["verdict"], d["rule"],
+                                                                 threshold=d.get("threshold", 0.0)),
                    extra={k: v for k, v in d.items() if k not in core})
 
     @property
@@ -121,3 +124,22 @@ class Finding:
         """'estimate [low, high]', with the half width this run could detect."""
         c = self.check
         return "n/a" if c.estimate is None else f"{fmt_check(c)} (±{c.detectable:.1f})"
+
+
+def findings_section(page, findings: list[dict], paper_header: str, name=None, note=None) -> None:
+    """The report's findings table: claim, verdict, estimate [95 % interval] (± what this run can detect),
+    this run's numbers, the paper's, and the rule; `name` and `note` (finding → text) adjust the claim and verdict cells."""
+    rows, classes = [], []
+    for d in findings:
+        f = Finding.from_dict(d)
+        extra = note(d) if note else ""
+        rows.append([name(d) if name else f.claim, f.verdict + extra, f.summary, f.this_run, d["paper"], f.check.rule])
+        classes.append(["", "na" if extra else VERDICT_CLASSES[f.verdict], "", "", "", ""])
+    page.table(["finding", "verdict", "estimate [95 % interval] (± detectable)", "this run", paper_header, "rule"], rows, classes)
+    parts = [(name(d) if name else d["claim"], p) for d in findings for p in (d.get("parts") or [d]) if p["ci"] is not None]
+    if parts:
+        labels = [f"{label} ({p['label']})" if p.get("label") else label for label, p in parts]
+        page.figure(interval_figure(labels, [p["estimate"] for _, p in parts], [tuple(p["ci"]) for _, p in parts],
+                                    [p.get("threshold", 0.0) for _, p in parts], "estimate with its 95 % interval"),
+                    "each compared quantity of the findings above (points, or as its rule says); the tick is the "
+                    "threshold of its rule")

@@ -110,7 +110,7 @@ def test_a_claim_of_several_parts():
     assert both.verdict == CONTRADICTED and both.estimate == -3 and both.ci == (-5, -1)
     assert combine([yes, unsure]).verdict == INCONCLUSIVE and combine([yes, unsure]).label == "L"
     d = Finding("claim", "paper", "this run", both, {"set": "x"}).to_dict()
-    assert (d["estimate"], d["ci"], d["verdict"], d["detectable"], d["set"]) == (-3, [-5, -1], CONTRADICTED, 2, "x")
+    assert (d["estimate"], d["ci"], d["verdict"], d["detectable"], d["threshold"], d["set"]) == (-3, [-5, -1], CONTRADICTED, 2, 0, "x")
     assert [p["label"] for p in d["parts"]] == ["R", "L", "G"]
     back = Finding.from_dict(d)
     assert back.verdict == CONTRADICTED and back.summary == "-3.0 [-5.0, -1.0] (±2.0)" and back.extra["set"] == "x"
