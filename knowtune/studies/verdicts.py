@@ -126,15 +126,16 @@ class Finding:
         return "n/a" if c.estimate is None else f"{fmt_check(c)} (±{c.detectable:.1f})"
 
 
-def findings_section(page, findings: list[dict], paper_header: str, name=None, note=None) -> None:
+def findings_section(page, findings: list[dict], paper_header: str, name=None, note=None, muted=None) -> None:
     """The report's findings table: claim, verdict, estimate [95 % interval] (± what this run can detect),
-    this run's numbers, the paper's, and the rule; `name` and `note` (finding → text) adjust the claim and verdict cells."""
+    this run's numbers, the paper's, and the rule; `name` and `note` (finding → text) adjust the claim and verdict
+    cells, and `muted` (finding → bool) greys out a verdict that is no evidence."""
     rows, classes = [], []
     for d in findings:
         f = Finding.from_dict(d)
         extra = note(d) if note else ""
         rows.append([name(d) if name else f.claim, f.verdict + extra, f.summary, f.this_run, d["paper"], f.check.rule])
-        classes.append(["", "na" if extra else VERDICT_CLASSES[f.verdict], "", "", "", ""])
+        classes.append(["", "na" if muted and muted(d) else VERDICT_CLASSES[f.verdict], "", "", "", ""])
     page.table(["finding", "verdict", "estimate [95 % interval] (± detectable)", "this run", paper_header, "rule"], rows, classes)
     parts = [(name(d) if name else d["claim"], p) for d in findings for p in (d.get("parts") or [d]) if p["ci"] is not None]
     if parts:
