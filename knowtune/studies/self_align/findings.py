@@ -12,7 +12,8 @@ from math import sqrt
 
 import numpy as np
 
-from knowtune.studies.stats import at_epoch, completed_runs, mean_std
+from knowtune.studies.stats import BOOTSTRAP, at_epoch, bootstrap, completed_runs, difference, mean_std
+from knowtune.studies.verdicts import SCHEMA_NOTE, SCHEMA_VERSION, Finding, check, combine
 
 SPLITS = ("homo", "id", "ood")
 STAGES = ("convergence", "early_stop")
@@ -62,38 +63,52 @@ def paired_gap(runs: dict, better: str, worse: str, split: str, stage: str = "co
     return mean_std(gaps)
 
 
+def gap_columns(runs: dict, better: str, worse: str, split: str, stage: str = "convergence") -> list[np.ndarray]:
+    """Per seed where both trained with stored predictions: one row per test question of `split`,
+    columns [better correct, worse correct] (the same questions in every seed and set)."""
+    out = []
+    for by in runs.values():
+        preds = [by[n].get("outcomes", {}).get(by[n][f"{stage}_epoch"], {}).get(split) if n in by else None for n in (better, worse)]
+        if all(preds):
+            ids = sorted(preds[0])
+            out.append(np.array([[float(p[i]["correct"]) for p in preds] for i in ids]))
+    return out
+
+
 def _gap_finding(runs: dict, better: str, label: str) -> dict:
     paper = PAPER_GAPS[better]
-    gaps = {split: paired_gap(runs, better, "incompatible", split) for split in SPLITS}
+    claim = f"{label} data beats Incompatible data on HOMO, ID and OOD"
     paper_text = " / ".join(f"+{paper[s]:.2f} {s.upper()}" for s in SPLITS) + " points"
+    checks = {s: check(bootstrap(gap_columns(runs, better, "incompatible", s), difference(), shared=True), label=s.upper())
+              for s in SPLITS}
+    both = combine(list(checks.values()))
+    gaps = {split: paired_gap(runs, better, "incompatible", split) for split in SPLITS}
     if any(g["mean"] is None for g in gaps.values()):
-        return {"claim": f"{label} data beats Incompatible data on HOMO, ID and OOD", "paper": paper_text,
-                "this_run": "n/a (both sets must be trained)", "reproduced": None, "per_split": None}
-    per_split = {s: g["mean"] > 0 for s, g in gaps.items()}
-    noisy = [s.upper() for s, g in gaps.items() if g["n"] > 1 and abs(g["mean"]) < g["std"]]
-    text = ", ".join(f"{s.upper()} {g['mean'] * 100:+.1f}" + (f" ± {g['std'] * 100:.1f}" if g["n"] > 1 else "")
-                     for s, g in gaps.items())
-    text += f" points at convergence ({gaps['homo']['n']} seed{'s' if gaps['homo']['n'] > 1 else ''})"
-    if noisy:
-        text += f"; within one std over seeds on {', '.join(noisy)}"
-    return {"claim": f"{label} data beats Incompatible data on HOMO, ID and OOD", "paper": paper_text,
-            "this_run": text, "reproduced": all(per_split.values()), "per_split": per_split}
+        this_run = "n/a (both sets must be trained)"
+    else:
+        this_run = ", ".join(f"{s.upper()} {g['mean'] * 100:+.1f}" + (f" ± {g['std'] * 100:.1f}" if g["n"] > 1 else "")
+                             + (f" [{checks[s].ci[0]:+.1f}, {checks[s].ci[1]:+.1f}]" if checks[s].ci else " [no interval]")
+                             for s, g in gaps.items())
+        this_run += f" points at convergence ({gaps['homo']['n']} seed{'s' if gaps['homo']['n'] > 1 else ''})"
+    return Finding(claim, paper_text, this_run, both, {"verdict_by_split": {s: c.verdict for s, c in checks.items()}}).to_dict()
 
 
 def _consistency_finding(table: dict, consistency: dict) -> dict:
     cells = [(consistency[n][s]["rank_correlation"]["mean"], table[n][s]["change"]["mean"]) for n in table for s in SPLITS]
     cells = [(c, a) for c, a in cells if c is not None and a is not None]
     claim = "Sets that keep the base model's option rankings (knowledge consistency) score higher"
+    paper = "the paper's explanation of its results (the paper gives no number)"
     per_set = "; ".join(f"{n} {np.mean([consistency[n][s]['rank_correlation']['mean'] for s in SPLITS]):.2f}"
                         for n in consistency if all(consistency[n][s]["rank_correlation"]["mean"] is not None for s in SPLITS))
     xs, ys = [c for c, _ in cells], [a for _, a in cells]
+    # No interval yet: that needs each question's consistency stored per epoch; until then the verdict is inconclusive.
+    no_interval = check(None, units="(Pearson r)")
     if len(cells) < 3 or np.std(xs) == 0 or np.std(ys) == 0:
-        return {"claim": claim, "paper": "the paper's explanation of its results (the paper gives no number)",
-                "this_run": f"n/a (too few or constant cells); rank correlation per set: {per_set}", "reproduced": None}
+        return Finding(claim, paper, f"n/a (too few or constant cells); rank correlation per set: {per_set}", no_interval).to_dict()
     r = float(np.corrcoef(xs, ys)[0, 1])
-    return {"claim": claim, "paper": "the paper's explanation of its results (the paper gives no number)",
-            "this_run": f"Pearson r = {r:+.2f} between rank correlation and accuracy change over {len(cells)} "
-                        f"(set, split) cells; mean rank correlation per set: {per_set}", "reproduced": r > 0}
+    return Finding(claim, paper, f"Pearson r = {r:+.2f} between rank correlation and accuracy change over {len(cells)} "
+                                 f"(set, split) cells (no interval yet); mean rank correlation per set: {per_set}",
+                   no_interval).to_dict()
 
 
 def findings(runs: dict, table: dict, consistency: dict, base_at_chance: bool = False) -> list[dict]:
@@ -142,6 +157,9 @@ def analyse(cfg, base: dict, set_info: dict, runs: dict) -> dict:
     tables = {stage: accuracy_table(done, stage) for stage in STAGES}
     consistency = {stage: consistency_table(done, stage) for stage in STAGES}
     return {
+        "schema_version": SCHEMA_VERSION,
+        "schema_note": SCHEMA_NOTE,
+        "bootstrap": BOOTSTRAP,
         "config": cfg.model_dump(),
         "base": base,
         "sets": {f"seed{s}": info for s, info in set_info.items()},
@@ -151,6 +169,6 @@ def analyse(cfg, base: dict, set_info: dict, runs: dict) -> dict:
         "caveats": caveats(base, len(cfg.seeds)),
         "paper": PAPER_GAPS,
         "diverged": {f"seed{s}/{n}": r["diverged"] for s, by in runs.items() for n, r in by.items() if "diverged" in r},
-        "runs": {f"seed{s}": by for s, by in runs.items()},
+        "runs": {f"seed{s}": {n: {k: v for k, v in r.items() if k != "outcomes"} for n, r in by.items()} for s, by in runs.items()},
     }
 

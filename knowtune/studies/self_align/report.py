@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from knowtune.report.html import Page  # noqa: E402
 from knowtune.studies.self_align.findings import PAPER_GAPS, SPLITS, set_names  # noqa: E402
-from knowtune.studies.stats import VERDICT_CLASSES, VERDICT_WORDS, fmt, mean_std  # noqa: E402
+from knowtune.studies.stats import fmt, mean_std  # noqa: E402
+from knowtune.studies.verdicts import findings_section  # noqa: E402
 
 
 def _cell(stat: dict) -> str:
@@ -90,14 +91,12 @@ def write_report(results: dict, path: str | Path) -> None:
             page.text(line)
 
     page.heading("Does this run reproduce the paper?")
-    rows, classes = [], []
-    for f in results["findings"]:
-        word, cls = VERDICT_WORDS[f["reproduced"]], VERDICT_CLASSES[f["reproduced"]]
-        if f["base_at_chance"]:
-            word, cls = f"{word} (base model at chance: no evidence)", "na"
-        rows.append([f["claim"], word, f["this_run"], f["paper"]])
-        classes.append(["", cls, "", ""])
-    page.table(["claim", "reproduced", "this run", "paper (Ren et al. 2024)"], rows, classes)
+    findings_section(page, results["findings"], "paper (Ren et al. 2024)",
+                     note=lambda f: " (base model at chance: no evidence)" if f["base_at_chance"] else "",
+                     muted=lambda f: f["base_at_chance"])
+    page.text("Gaps are paired by question and resampled by a bootstrap over seeds, then test questions "
+              f"({results['bootstrap']['replicates']} replicates, seed {results['bootstrap']['seed']}); the interval in "
+              "each cell of 'this run' is that split's.")
     if results["diverged"]:
         page.text("Runs that diverged (NaN loss) and are left out: "
                   + "; ".join(f"{k}: {v}" for k, v in results["diverged"].items()))

@@ -40,7 +40,7 @@ from knowtune.files import (
 )
 from knowtune.models import describe, load_model
 from knowtune.probe.multiple_choice import MCPrediction, probe_mc
-from knowtune.studies.common import train_sets, write_sets
+from knowtune.studies.common import load_outcomes, train_sets, write_sets
 from knowtune.studies.self_align.config import SelfAlignConfig
 from knowtune.studies.self_align.findings import analyse
 from knowtune.studies.self_align.report import write_report
@@ -162,6 +162,9 @@ def run_study(cfg: SelfAlignConfig, out: str | Path, progress: bool = True) -> d
     # EARLY_STOP is the best dev epoch; with no dev set it is the last epoch (never picked on a test set).
     runs = train_sets(cfg.model, lm.tokenizer, examples, cfg.train, out,
                       lambda run_dir: _evaluator(cfg, data, lm.tokenizer, eval_parts, base, run_dir), notes, progress)
+    for seed, by_name in runs.items():
+        for name, run in by_name.items():
+            run["outcomes"] = load_outcomes(out / "runs" / f"seed{seed}" / name)
     results = analyse(cfg, base_summary, set_info, runs)
     results["model"] = describe(lm)
     results["wall_seconds_this_invocation"] = round(time.time() - started, 1)

@@ -59,7 +59,9 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(mmlu_inputs, tmp_pa
             assert by[split]["change"]["mean"] == pytest.approx(by[split]["accuracy"]["mean"] - base[split]["accuracy"])
             assert -1 <= saved["consistency"]["convergence"][name][split]["rank_correlation"]["mean"] <= 1
     assert [f["claim"].split()[0] for f in saved["findings"]] == ["Harmonious", "Self-aligning", "Sets"]
-    assert all(f["reproduced"] in (True, False, None) for f in saved["findings"])
+    assert all(f["verdict"] in ("reproduced", "contradicted", "inconclusive") and f["rule"] for f in saved["findings"])
+    assert all(f["ci"] is not None and f["ci"][0] <= f["estimate"] <= f["ci"][1] for f in saved["findings"][:2])
+    assert saved["schema_version"] == 2 and "outcomes" not in saved["runs"]["seed0"]["harmonious"]
     run = out / "runs" / "seed0" / "harmonious"
     assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch1.jsonl", "epoch2.jsonl"]
 
@@ -83,7 +85,8 @@ def test_lora_and_mixtures(mmlu_inputs, tmp_path, monkeypatch):
     assert mix["label_source"]["model"] == round(mix["size"] / 2)
     # without a dev set EARLY_STOP is the last epoch, never picked on a test set
     assert all(r["early_stop_epoch"] == r["convergence_epoch"] for r in results["runs"]["seed0"].values())
-    assert [f["reproduced"] for f in results["findings"][:2]] == [None, None]  # harmonious / self-aligning not trained
+    # harmonious / self-aligning not trained
+    assert [(f["verdict"], f["estimate"]) for f in results["findings"][:2]] == [("inconclusive", None)] * 2
 
 
 def test_bad_requests_stop_with_a_message(mmlu_inputs):
@@ -123,13 +126,18 @@ def _row(epoch: int, acc: dict[str, float], rank: float) -> dict:
         "rank_correlation": rank, "kl_divergence": 0.1, "same_prediction": 0.5}} for s, a in acc.items()}}
 
 
+def _answers(acc: dict[str, float], n: int = 100) -> dict:
+    """Per split, n questions of which the first round(acc·n) are right: sets are paired by question difficulty."""
+    return {s: {f"q{i}": {"correct": i < round(a * n)} for i in range(n)} for s, a in acc.items()}
+
+
 def _runs(gaps_by_seed: list[tuple[float, float]]) -> dict:
     """Per seed: harmonious and self-aligning above incompatible by the given gaps on every split."""
     runs = {}
     for seed, (h, s) in enumerate(gaps_by_seed):
         base = {"homo": 0.3, "id": 0.3, "ood": 0.3}
         runs[seed] = {name: {"metrics": [_row(1, {k: v + gap for k, v in base.items()}, rank)], "early_stop_epoch": 1,
-                             "convergence_epoch": 1}
+                             "convergence_epoch": 1, "outcomes": {1: _answers({k: v + gap for k, v in base.items()})}}
                       for name, gap, rank in (("harmonious", h, 0.9), ("incompatible", 0.0, 0.2), ("self_aligning", s, 0.7))}
     return runs
 
@@ -141,15 +149,18 @@ def test_findings_on_hand_made_numbers():
     table, cons = accuracy_table(runs, "convergence"), consistency_table(runs, "convergence")
     assert paired_gap(runs, "harmonious", "incompatible", "ood") == pytest.approx({"mean": 0.10, "std": 0.02, "n": 3})
     got = findings(runs, table, cons)
-    assert got[0]["reproduced"] is True and got[0]["per_split"] == {"homo": True, "id": True, "ood": True}
-    assert "HOMO +10.0 ± 2.0" in got[0]["this_run"] and got[0]["paper"].startswith("+11.27 HOMO / +14.58 ID / +14.57 OOD")
-    assert got[1]["reproduced"] is True and "within one std over seeds on HOMO, ID, OOD" in got[1]["this_run"]
-    assert got[2]["reproduced"] is True and "Pearson r = +" in got[2]["this_run"]  # more consistent sets scored higher
+    assert got[0]["verdict"] == "reproduced" and got[0]["verdict_by_split"] == {"homo": "reproduced", "id": "reproduced",
+                                                                                 "ood": "reproduced"}
+    assert "HOMO +10.0 ± 2.0 [" in got[0]["this_run"] and got[0]["paper"].startswith("+11.27 HOMO / +14.58 ID / +14.57 OOD")
+    assert got[0]["estimate"] == pytest.approx(10) and got[0]["ci"][0] > 0
+    # self-aligning: +5, −1, +2 points over the seeds, within the spread: neither direction shows
+    assert got[1]["verdict"] == "inconclusive" and got[1]["ci"][0] < 0 < got[1]["ci"][1]
+    assert got[2]["verdict"] == "inconclusive" and "Pearson r = +" in got[2]["this_run"]  # no interval for r yet
     assert not any(f["base_at_chance"] for f in got)
     one = _runs([(-0.05, 0.01)])
     worse = findings(one, accuracy_table(one, "convergence"), consistency_table(one, "convergence"), base_at_chance=True)
-    assert worse[0]["reproduced"] is False and worse[0]["per_split"]["homo"] is False and "1 seed)" in worse[0]["this_run"]
-    assert worse[2]["reproduced"] is False  # the most consistent set (harmonious) now scored lowest
+    assert worse[0]["verdict"] == "contradicted" and worse[0]["verdict_by_split"]["homo"] == "contradicted"
+    assert "1 seed)" in worse[0]["this_run"]
     assert all(f["base_at_chance"] and f["this_run"].endswith("no evidence either way") for f in worse)
 
 
