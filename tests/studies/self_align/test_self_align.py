@@ -63,7 +63,7 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(mmlu_inputs, tmp_pa
     assert all(f["ci"] is not None and f["ci"][0] <= f["estimate"] <= f["ci"][1] for f in saved["findings"][:2])
     assert saved["schema_version"] == 2 and "outcomes" not in saved["runs"]["seed0"]["harmonious"]
     run = out / "runs" / "seed0" / "harmonious"
-    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch1.jsonl", "epoch2.jsonl"]
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch1.jsonl", "epoch2.jsonl", "fit_epoch1.jsonl", "fit_epoch2.jsonl"]
 
     # re-running resumes: nothing is trained or probed again
     stamp = (run / "predictions" / "epoch2.jsonl").stat().st_mtime_ns
