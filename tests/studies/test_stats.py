@@ -5,8 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from knowtune.studies.stats import BOOTSTRAP, Interval, bootstrap, column_means, difference, slope
-from knowtune.studies.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Finding, check, combine
+from knowtune.studies.stats import (
+    BOOTSTRAP,
+    Interval,
+    bootstrap,
+    column_means,
+    difference,
+    slope,
+)
+from knowtune.studies.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    REPRODUCED,
+    Finding,
+    check,
+    combine,
+)
 
 
 def paired(rng, n: int, diff: float, base: float = 0.4) -> np.ndarray:

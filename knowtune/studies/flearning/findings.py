@@ -12,7 +12,15 @@ import numpy as np
 
 from knowtune.studies.flearning.config import FLearningStudyConfig
 from knowtune.studies.stats import BOOTSTRAP, bootstrap, difference, mean_std
-from knowtune.studies.verdicts import SCHEMA_NOTE, SCHEMA_VERSION, Check, Finding, check, combine, fmt_check
+from knowtune.studies.verdicts import (
+    SCHEMA_NOTE,
+    SCHEMA_VERSION,
+    Check,
+    Finding,
+    check,
+    combine,
+    fmt_check,
+)
 from knowtune.update.flearning_config import METHODS
 
 METRICS = ("reliability", "generality", "locality")

@@ -25,7 +25,14 @@ from knowtune.studies.stats import (
     mean_std,
     slope,
 )
-from knowtune.studies.verdicts import SCHEMA_NOTE, SCHEMA_VERSION, Finding, check, combine, fmt_check
+from knowtune.studies.verdicts import (
+    SCHEMA_NOTE,
+    SCHEMA_VERSION,
+    Finding,
+    check,
+    combine,
+    fmt_check,
+)
 
 PAPER = {
     "table2": {"D_HighlyKnown": (40.5, 40.0), "D_MaybeKnown": (43.6, 43.2), "D_WeaklyKnown": (39.2, 35.4),

@@ -12,8 +12,21 @@ from math import sqrt
 
 import numpy as np
 
-from knowtune.studies.stats import BOOTSTRAP, at_epoch, bootstrap, completed_runs, difference, mean_std
-from knowtune.studies.verdicts import SCHEMA_NOTE, SCHEMA_VERSION, Finding, check, combine
+from knowtune.studies.stats import (
+    BOOTSTRAP,
+    at_epoch,
+    bootstrap,
+    completed_runs,
+    difference,
+    mean_std,
+)
+from knowtune.studies.verdicts import (
+    SCHEMA_NOTE,
+    SCHEMA_VERSION,
+    Finding,
+    check,
+    combine,
+)
 
 SPLITS = ("homo", "id", "ood")
 STAGES = ("convergence", "early_stop")
