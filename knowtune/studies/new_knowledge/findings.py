@@ -292,6 +292,9 @@ def analyse(cfg, probed: dict[str, list[dict]], runs: dict) -> dict:
         "sizes": {p: len(r) for p, r in probed.items()},
         "aggregate": agg,
         "findings": findings(done, agg),
+        "caveats": [f"{len(missing)} finished runs have no per-question outputs (trained before knowtune stored them): "
+                    "findings that need them have no interval and are inconclusive; train into a new directory"]
+        if (missing := [n for by in done.values() for n, r in by.items() if not r.get("outcomes")]) else [],
         "diverged": {f"seed{s}/{n}": r["diverged"] for s, by in runs.items() for n, r in by.items() if "diverged" in r},
         "runs": {f"seed{s}": {n: {k: v for k, v in r.items() if k != "outcomes"} for n, r in by.items()} for s, by in runs.items()},
     }

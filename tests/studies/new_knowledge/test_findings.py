@@ -238,3 +238,13 @@ def test_a_diverged_d50_beside_a_finished_d_known_50(cfg):
     for by in runs.values():
         by["D_50"] = {"metrics": [], "diverged": "loss became nan at epoch 1", "size": SIZE}
     assert verdicts(cfg, runs)[4] == R  # D_Known − D at 25 % and 75 % still stand
+
+
+def test_runs_without_per_question_outputs_give_no_interval_and_say_so(cfg):
+    runs = world(seeds=1)
+    for run in runs[0].values():
+        del run["outcomes"]  # a run directory written before knowtune stored per-question outputs
+    results = analyse(cfg, {"test": [{}]}, runs)
+    assert [(f["verdict"], f["ci"]) for f in results["findings"]] == [(I, None)] * 7
+    assert results["caveats"] and "no per-question outputs" in results["caveats"][0]
+    assert analyse(cfg, {"test": [{}]}, world(seeds=1))["caveats"] == []
