@@ -139,7 +139,7 @@ def findings_section(page, findings: list[dict], paper_header: str, name=None, n
     page.table(["finding", "verdict", "estimate [95 % interval] (± detectable)", "this run", paper_header, "rule"], rows, classes)
     parts = [(name(d) if name else d["claim"], p) for d in findings for p in (d.get("parts") or [d]) if p["ci"] is not None]
     if parts:
-        labels = [f"{label} ({p['label']})" if p.get("label") else label for label, p in parts]
+        labels = [f"{p['label']}: {label}" if p.get("label") else label for label, p in parts]  # the part first: labels are cut
         page.figure(interval_figure(labels, [p["estimate"] for _, p in parts], [tuple(p["ci"]) for _, p in parts],
                                     [p.get("threshold", 0.0) for _, p in parts], "estimate with its 95 % interval"),
                     "each compared quantity of the findings above (points, or as its rule says); the tick is the "
