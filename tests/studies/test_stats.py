@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from knowtune.studies.stats import (
     BOOTSTRAP,
@@ -12,6 +13,7 @@ from knowtune.studies.stats import (
     column_means,
     difference,
     slope,
+    wilson,
 )
 from knowtune.studies.verdicts import (
     CONTRADICTED,
@@ -128,3 +130,16 @@ def test_a_claim_of_several_parts():
     assert [p["label"] for p in d["parts"]] == ["R", "L", "G"]
     back = Finding.from_dict(d)
     assert back.verdict == CONTRADICTED and back.summary == "-3.0 [-5.0, -1.0] (±2.0)" and back.extra["set"] == "x"
+
+
+def test_a_correlation_keeps_its_units_and_two_decimals():
+    r = Finding("claim", "paper", "this run", check(Interval(0.42, 0.11, 0.73), units="Pearson r")).to_dict()
+    assert r["units"] == "Pearson r" and "above 0 Pearson r" in r["rule"]
+    back = Finding.from_dict(r)
+    assert back.check.units == "Pearson r" and back.summary == "+0.42 [+0.11, +0.73] (±0.31)" and "units" not in back.extra
+
+
+def test_wilson_interval_matches_scipy():
+    for k, n in ((0, 10), (3, 10), (40, 80), (80, 80), (191, 714)):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson(k, n) == pytest.approx((ci.low, ci.high))
