@@ -285,12 +285,12 @@ def probe_mc(
 def print_findings(study, results: dict, out: Path) -> None:
     """A study's caveats and its verdicts, finding by finding, and where its report and results are."""
     from knowtune.report.tables import findings_table
-    from knowtune.studies.stats import Finding
+    from knowtune.studies.verdicts import Finding
 
     for line in results.get("caveats", []):
         console.print(f"[yellow]caveat:[/yellow] {line}")
     rows = [(f"{f.extra['set']}: {f.claim}" if "set" in f.extra else f.claim,
-             f.verdict + (" (base at chance)" if f.extra.get("base_at_chance") else ""), f.this_run, f.paper)
+             f.verdict + (" (base at chance)" if f.extra.get("base_at_chance") else ""), f.summary, f.this_run, f.paper)
             for f in map(Finding.from_dict, results["findings"])]
     protocol = f", {results['protocol']} scoring" if "protocol" in results else ""  # the self-align study's MC protocol
     console.print(findings_table(rows, f"findings ({study.paper}{protocol})"))

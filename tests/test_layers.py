@@ -21,7 +21,7 @@ LAYERS = ["errors", "matching", "files", "memory", "data", "engine", "probe", "e
 HELPERS = {"settings", "models", "provenance"}  # low-level helpers: sit just above files
 HELPER_MAY_IMPORT = {"errors", "files", "matching"}
 DATA_MUST_NOT_IMPORT = {"probe", "train", "evaluate", "curate", "update", "studies"}
-STUDY_SHARED = {"registry", "common", "stats"}  # knowtune.studies.<these> are shared by every study
+STUDY_SHARED = {"registry", "common", "stats", "verdicts"}  # knowtune.studies.<these> are shared by every study
 
 
 def rank(top: str) -> float | None:
@@ -118,7 +118,7 @@ def violations(tree: dict[str, tuple[str, bool, str]]) -> list[str]:
                 target_study = study_of(target, packages)
                 shared = target.split(".")[2] in STUDY_SHARED if target.count(".") >= 2 else False
                 if own_study is not None and not (shared or target_study == own_study):
-                    out.append(f"{where} (a study package imports only knowtune.studies.{{registry,common,stats}} and itself)")
+                    out.append(f"{where} (a study package imports only knowtune.studies.{{registry,common,stats,verdicts}} and itself)")
                 elif own_study is None and target_study is not None:
                     out.append(f"{where} (the studies' shared modules import no study package)")
     return out

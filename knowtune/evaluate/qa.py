@@ -22,11 +22,19 @@ def greedy_answers(model, tokenizer, questions: list[str], batch_size: int = 32,
     return [c.greedy for c in engine.complete("", [qa_prompt(q) for q in questions], [0] * len(questions), params)]
 
 
+def question_rows(records: list[ProbeRecord], predictions: list[str]) -> list[dict]:
+    """Per question: id, category, the prediction, whether it is correct and whether it abstains
+    (the per-question outcomes the studies' bootstrap resamples)."""
+    return [{"id": r.id, "category": r.category, "prediction": p, "correct": is_correct(p, r.answers),
+             "abstained": is_abstention(p)} for r, p in zip(records, predictions, strict=True)]
+
+
 def score_qa(records: list[ProbeRecord], predictions: list[str]) -> dict:
     """Accuracy overall and per category, hallucination rate (wrong and not an abstention / all),
     answered share and accuracy on answered questions."""
-    correct = [is_correct(p, r.answers) for r, p in zip(records, predictions)]
-    abstained = [is_abstention(p) for p in predictions]
+    rows = question_rows(records, predictions)
+    correct = [q["correct"] for q in rows]
+    abstained = [q["abstained"] for q in rows]
     n = len(records)
     by_cat: dict[str, list[bool]] = defaultdict(list)
     for r, ok in zip(records, correct):

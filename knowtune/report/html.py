@@ -60,3 +60,25 @@ class Page:
         doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                f"<style>{_STYLE}</style></head><body>{''.join(self.parts)}</body></html>\n")
         atomic_write_text(path, doc)
+
+
+def interval_figure(labels: list[str], estimates: list[float], cis: list[tuple[float, float]], thresholds: list[float],
+                    xlabel: str):
+    """A forest plot: each compared quantity's estimate with its interval as an error bar, and the
+    threshold its verdict is judged against as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
+    ys = list(range(len(labels)))[::-1]
+    lows = [e - lo for e, (lo, _) in zip(estimates, cis)]
+    highs = [hi - e for e, (_, hi) in zip(estimates, cis)]
+    ax.errorbar(estimates, ys, xerr=[lows, highs], fmt="o", capsize=4, color="#2166ac")
+    ax.scatter(thresholds, ys, marker="|", s=300, color="#b2182b", label="threshold of the rule")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(ys, [label[:60] for label in labels], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, loc="best")
+    return fig

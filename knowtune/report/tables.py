@@ -56,10 +56,10 @@ def chance_line(check: dict) -> str:
             f"{check['best_constant_accuracy']:.3f}")
 
 
-def findings_table(rows: list[tuple[str, str, str, str]], title: str) -> Table:
-    """A study's findings: (claim, verdict, this run, paper) per row."""
+def findings_table(rows: list[tuple[str, str, str, str, str]], title: str) -> Table:
+    """A study's findings: (claim, verdict, estimate [low, high], this run, paper) per row."""
     table = Table(title=title)
-    for col in ("finding", "reproduced", "this run", "paper"):
+    for col in ("finding", "verdict", "estimate [95 % interval]", "this run", "paper"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)

@@ -61,6 +61,21 @@ def train_variant(model_spec: str, tokenizer, examples: list[SFTExample], cfg: S
         return {"metrics": metrics, "diverged": str(e), "size": len(examples)}
 
 
+def load_outcomes(run_dir: Path) -> dict[int, dict[str, dict[str, dict]]]:
+    """A run's stored per-question outputs, epoch → part → question id → row: `predictions/epoch<E>.jsonl`
+    (rows with a `part`, written by the study's evaluation) and `predictions/fit_epoch<E>.jsonl` (the
+    training examples' fit, written by the trainer) as part "fit". Empty for runs without them."""
+    out: dict[int, dict[str, dict[str, dict]]] = {}
+    folder = run_dir / "predictions"
+    for path in sorted(folder.glob("*epoch*.jsonl")) if folder.exists() else []:
+        stem = path.stem
+        fit = stem.startswith("fit_")
+        epoch = int(stem.removeprefix("fit_").removeprefix("epoch"))
+        for _, row in iter_jsonl(path):
+            out.setdefault(epoch, {}).setdefault("fit" if fit else row["part"], {})[row["id"]] = row
+    return out
+
+
 def write_sets(out: Path, rows: dict[int, dict[str, list[dict]]], info: dict[int, dict[str, dict]]) -> None:
     """Every seed's training sets as out/sets/seed<N>/<set>.jsonl, and each seed's manifest.json of `info`."""
     for seed, by_name in rows.items():

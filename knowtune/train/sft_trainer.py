@@ -182,6 +182,9 @@ class _Run:
         row["fit_by_group"] = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
         row["fitted_by_group"] = {g: sum(v) for g, v in sorted(by_group.items())}
         row["group_sizes"] = {g: len(v) for g, v in sorted(by_group.items())}
+        # Per-example fit, for the studies' bootstrap over training examples (studies/stats.py).
+        atomic_write_jsonl(self.out / "predictions" / f"fit_epoch{epoch}.jsonl",
+                           [{"id": ex.id, "group": ex.group, "fitted": ok} for ex, ok in zip(self.examples, fit)])
         if self.evaluate is not None:
             row.update(self.evaluate(model, epoch))
         self.metrics.append(row)

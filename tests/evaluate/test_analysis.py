@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from knowtune.evaluate.analysis import epochs_to_fit, fit_linear_model, fitted_fractions
-from knowtune.evaluate.qa import score_qa
+from knowtune.evaluate.qa import question_rows, score_qa
 from knowtune.probe.records import ProbeRecord
 
 
@@ -34,3 +34,7 @@ def test_score_qa_hallucination_and_abstention():
     assert m["accuracy_by_category"] == {"HighlyKnown": 1.0, "Unknown": 0.0}
     assert m["hallucination_rate"] == 0.25
     assert m["answered_share"] == 0.75 and m["answered_accuracy"] == pytest.approx(2 / 3)
+    rows = question_rows(recs, ["paris", "I don't know.", "Nadi", "Oslo"])  # what the studies store per question
+    assert [(r["id"], r["correct"], r["abstained"]) for r in rows] == [("0", True, False), ("1", False, True), ("2", False, False),
+                                                                      ("3", True, False)]
+    assert rows[2] == {"id": "2", "category": "Unknown", "prediction": "Nadi", "correct": False, "abstained": False}

@@ -122,3 +122,13 @@ def test_nan_loss_stops_and_says_so(tiny_tokenizer, tmp_path):
 
     with pytest.raises(TrainingDiverged, match=r"loss became nan .*kept the last good checkpoint .*checkpoint-2"):
         train_sft(model, tiny_tokenizer, EXAMPLES, cfg, tmp_path, evaluate=poison, progress=False)
+
+
+def test_every_epoch_writes_each_examples_fit_for_the_bootstrap(tiny_tokenizer, tmp_path):
+    model = make_tiny_model(tiny_tokenizer, seed=1)
+    res = train_sft(model, tiny_tokenizer, EXAMPLES, SFTConfig(epochs=2, learning_rate=3e-3, batch_size=3,
+                    checkpoint_every_epoch=False, save_weights=False), tmp_path / "run", progress=False)
+    for m in res.metrics:
+        rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / f"fit_epoch{m['epoch']}.jsonl").read_text().splitlines()]
+        assert [(r["id"], r["group"]) for r in rows] == [(e.id, e.group) for e in EXAMPLES]
+        assert {g: sum(r["fitted"] for r in rows if r["group"] == g) for g in ("A", "B")} == m["fitted_by_group"]

@@ -11,7 +11,16 @@ from __future__ import annotations
 import numpy as np
 
 from knowtune.studies.flearning.config import FLearningStudyConfig
-from knowtune.studies.stats import Finding, mean_std
+from knowtune.studies.stats import BOOTSTRAP, bootstrap, difference, mean_std
+from knowtune.studies.verdicts import (
+    SCHEMA_NOTE,
+    SCHEMA_VERSION,
+    Check,
+    Finding,
+    check,
+    combine,
+    fmt_check,
+)
 from knowtune.update.flearning_config import METHODS
 
 METRICS = ("reliability", "generality", "locality")
@@ -82,63 +91,71 @@ def analyse_set(cfg: FLearningStudyConfig, per_seed: dict) -> dict:
     sizes = {part: mean_std([per_seed[s]["sizes"][part] for s in per_seed]) for part in ("dev", "test")}
     by_method = {row["method"]: row for row in table}
     return {"lambda_selection": lambdas, "table": table, "curves": curves, "knowledge": knowledge, "sizes": sizes,
-            "findings": findings(cfg, by_method)}
+            "findings": findings(cfg, by_method, per_seed)}
 
 
-def _diff(by_method: dict, a: str, b: str, protocol: str, metric: str) -> float | None:
-    """Points by which method a's test mean exceeds method b's."""
-    if a not in by_method or b not in by_method:
-        return None
-    x, y = (by_method[m]["test"].get(protocol, {}).get(metric, {}).get("mean") for m in (a, b))
-    return None if x is None or y is None else (x - y) * 100
+def _paired(per_seed: dict, by_method: dict, a: str, b: str, protocol: str, metric: str) -> list[np.ndarray]:
+    """Per seed where both ran: one row per test edit, columns [a's score, b's score] (NaN: no such prompt)."""
+    out = []
+    for s in per_seed:
+        runs = [_run(per_seed, s, run_name(m, by_method[m]["lam"])) if m in by_method else None for m in (a, b)]
+        if None in runs or any(protocol not in r.get("per_edit", {}) for r in runs):
+            continue
+        scores = [{e["id"]: e[metric] for e in r["per_edit"][protocol]} for r in runs]
+        ids = per_seed[s]["test_ids"]
+        out.append(np.array([[np.nan if sc[i] is None else sc[i] for sc in scores] for i in ids], dtype=float))
+    return out
 
 
-def _diffs_text(by_method: dict, a: str, b: str, protocols, metrics) -> str:
-    parts = []
-    for p in protocols:
-        ds = [(SHORT[m], _diff(by_method, a, b, p, m)) for m in metrics]
-        parts.append(f"{p}: " + ", ".join(f"{k} {d:+.1f}" if d is not None else f"{k} n/a" for k, d in ds))
+def _claim(per_seed: dict, by_method: dict, a: str, b: str, protocol: str, parts: list[tuple[str, float]]) -> Check:
+    """Every metric's paired difference a − b on the test edits (edits differ per seed: resampled per seed) above its threshold."""
+    return combine([check(bootstrap(_paired(per_seed, by_method, a, b, protocol, m), difference(), shared=False),
+                          threshold=t, label=f"{SHORT[m]} ({protocol})") for m, t in parts])
+
+
+def _diffs_text(by_method: dict, checks: dict, a: str) -> str:
+    parts = [f"{p}: " + ", ".join(f"{c.label.split()[0]} {fmt_check(c)}" for c in check_.parts) for p, check_ in checks.items()]
     lam = by_method.get(a, {}).get("lam")
     return "; ".join(parts) + ("" if lam is None else f" (λ = {lam:g})")
 
 
-def _finding(claim: str, paper: str, this_run: str, verdicts: dict) -> dict:
-    return Finding(claim, paper, this_run, verdicts.get("token"), {"reproduced_by_protocol": verdicts}).to_dict()
+def _finding(claim: str, paper: str, this_run: str, checks: dict) -> dict:
+    """The token protocol's verdict heads the finding (EasyEdit's, as in the paper); every protocol's is beside it."""
+    primary = checks.get("token") or next(iter(checks.values()))
+    return Finding(claim, paper, this_run, primary, {"verdict_by_protocol": {p: c.verdict for p, c in checks.items()},
+                                                      "by_protocol": {p: c.to_dict() for p, c in checks.items()}}).to_dict()
 
 
-def findings(cfg: FLearningStudyConfig, by_method: dict) -> list[dict]:
-    """One line per claim: this run's differences in points, the paper's, and whether it holds per protocol."""
+def findings(cfg: FLearningStudyConfig, by_method: dict, per_seed: dict) -> list[dict]:
+    """One line per claim: this run's paired differences in points with their 95 % intervals, the paper's, and
+    the verdict per protocol."""
     out = []
     paper_ft = PAPER["flearning_ft_minus_ft_zsre"]
+    tol = cfg.locality_tolerance
     for fl, base in (("flearning-ft", "ft"), ("flearning-lora", "lora")):
-        verdicts = {}
-        for p in cfg.protocols:
-            d = {m: _diff(by_method, fl, base, p, m) for m in METRICS}
-            verdicts[p] = None if None in d.values() else (
-                d["reliability"] > 0 and d["generality"] > 0 and d["locality"] >= -cfg.locality_tolerance)
+        checks = {p: _claim(per_seed, by_method, fl, base, p, [("reliability", 0.0), ("generality", 0.0), ("locality", -tol)])
+                  for p in cfg.protocols}
         paper = (f"F-Learning-FT − FT on zsRE: R {paper_ft['reliability']:+.2f}, G {paper_ft['generality']:+.2f}, "
                  f"L {paper_ft['locality']:+.2f}" if fl == "flearning-ft" else
                  "F-Learning-LoRA above LoRA on R and G, L about equal (Tables 1–2; λ 0.3 / 0.7 / 0.1 / 1.5 and 0.3 / 3 / 0.1 / 3)")
         out.append(_finding(f"{METHODS[fl].label} beats {METHODS[base].label} on Reliability and Generality, with "
-                            f"Locality about equal (within {cfg.locality_tolerance:g} points)",
-                            paper, f"{METHODS[fl].label} − {METHODS[base].label}: " +
-                            _diffs_text(by_method, fl, base, cfg.protocols, METRICS), verdicts))
-    verdicts = {}
-    for p in cfg.protocols:
-        d = [_diff(by_method, "lora-ft", "flearning-ft", p, m) for m in ("reliability", "generality")]
-        verdicts[p] = None if None in d else all(x >= -cfg.close_tolerance for x in d)
+                            f"Locality about equal (no more than {tol:g} points lower)",
+                            paper, f"{METHODS[fl].label} − {METHODS[base].label}: " + _diffs_text(by_method, checks, fl), checks))
+    close = cfg.close_tolerance
+    checks = {p: _claim(per_seed, by_method, "lora-ft", "flearning-ft", p, [("reliability", -close), ("generality", -close)])
+              for p in cfg.protocols}
     paper_lf = PAPER["lora_ft_minus_flearning_ft_counterfact"]
     out.append(_finding(f"Forgetting with LoRA comes close to forgetting with full fine-tuning: LoRA−FT within "
-                        f"{cfg.close_tolerance:g} points of F-Learning-FT (or above) on Reliability and Generality",
+                        f"{close:g} points of F-Learning-FT (or above) on Reliability and Generality",
                         f"LoRA−FT − F-Learning-FT on CounterFact: R {paper_lf['reliability']:+.2f}, G {paper_lf['generality']:+.2f}",
-                        "LoRA−FT − F-Learning-FT: " + _diffs_text(by_method, "lora-ft", "flearning-ft", cfg.protocols,
-                                                                   ("reliability", "generality")), verdicts))
+                        "LoRA−FT − F-Learning-FT: " + _diffs_text(by_method, checks, "lora-ft"), checks))
     return out
 
 
 def analyse(cfg: FLearningStudyConfig, sets: dict) -> dict:
     """Every aggregate the report shows, per edit set, plus all findings, as one JSON-ready dict."""
-    out = {"config": cfg.model_dump(), "paper": PAPER, "sets": {}, "findings": []}
+    out = {"schema_version": SCHEMA_VERSION, "schema_note": SCHEMA_NOTE, "bootstrap": BOOTSTRAP, "config": cfg.model_dump(),
+           "paper": PAPER, "sets": {}, "findings": []}
     for key, s in sets.items():
         per_seed = s["per_seed"]
         agg = analyse_set(cfg, per_seed)

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from knowtune.probe.records import CATEGORIES  # noqa: E402
 from knowtune.report.html import Page  # noqa: E402
 from knowtune.studies.flearning.findings import METRICS, PAPER  # noqa: E402
-from knowtune.studies.stats import VERDICT_CLASSES, VERDICT_WORDS, fmt  # noqa: E402
+from knowtune.studies.stats import fmt  # noqa: E402
+from knowtune.studies.verdicts import findings_section  # noqa: E402
 from knowtune.update.flearning_config import METHODS  # noqa: E402
 
 COLORS = {"ft": "#555555", "lora": "#999999", "flearning-ft": "#b2182b", "flearning-lora": "#2166ac", "lora-ft": "#1b7837"}
@@ -135,13 +136,12 @@ def write_report(results: dict, path: str | Path) -> None:
               "(Locality against the pre-edit argmax), exact = greedy exact match (Locality: answer unchanged).")
     page.heading("Claims: does this run reproduce the paper?")
     protocols = cfg["protocols"]
-    rows, classes = [], []
-    for f in results["findings"]:
-        verdicts = [f["reproduced_by_protocol"].get(p) for p in protocols]
-        rows.append([f"{f['set']}: {f['claim']}", *[VERDICT_WORDS[v] for v in verdicts],
-                     f["this_run"], f["paper"]])
-        classes.append(["", *[VERDICT_CLASSES[v] for v in verdicts], "", ""])
-    page.table(["claim", *[f"reproduced ({p})" for p in protocols], "this run (points)", f"paper ({PAPER['setting']})"], rows, classes)
+    findings_section(page, results["findings"], f"paper ({PAPER['setting']})", name=lambda f: f"{f['set']}: {f['claim']}",
+                     note=lambda f: "" if len(protocols) == 1 else " (token; " + ", ".join(
+                         f"{p}: {f['verdict_by_protocol'][p]}" for p in protocols if p != "token") + ")")
+    page.text("Verdict, estimate and interval of the token protocol; the other protocol's verdict is beside it. Differences "
+              "are paired by edit and resampled by a bootstrap over seeds, then test edits "
+              f"({results['bootstrap']['replicates']} replicates, seed {results['bootstrap']['seed']}).")
     for key, agg in results["sets"].items():
         _set_section(page, key, agg, cfg)
     page.write(path)

@@ -198,7 +198,7 @@ def run_seed(cfg: FLearningStudyConfig, spec: str, seed: int, seed_dir: Path, lm
         if (seed_dir / "forget" / family / "delta.json").exists():
             forget_info[family] = read_json(seed_dir / "forget" / family / "delta.json")
     sizes = {part: sum(e.split == part for e in edits) for part in ("dev", "test")}
-    return {"runs": runs, "knowledge": {w: {k: v for k, v in kn.items() if k != "per_edit"} for w, kn in knowledge.items()},
+    return {"runs": runs, "test_ids": [e.id for e in edits if e.split == "test"], "knowledge": {w: {k: v for k, v in kn.items() if k != "per_edit"} for w, kn in knowledge.items()},
             "forget": forget_info, "sizes": sizes}
 
 

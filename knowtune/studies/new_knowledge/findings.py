@@ -13,7 +13,26 @@ import numpy as np
 from knowtune.curate.new_knowledge_sets import UNKNOWN_SHARES
 from knowtune.evaluate.analysis import epochs_to_fit, fit_linear_model, fitted_fractions
 from knowtune.probe.records import CATEGORIES, KNOWN
-from knowtune.studies.stats import Finding, at_epoch, completed_runs, fmt, mean_std
+from knowtune.studies.stats import (
+    BOOTSTRAP,
+    Interval,
+    at_epoch,
+    bootstrap,
+    completed_runs,
+    difference,
+    fmt,
+    mean_over_seeds,
+    mean_std,
+    slope,
+)
+from knowtune.studies.verdicts import (
+    SCHEMA_NOTE,
+    SCHEMA_VERSION,
+    Finding,
+    check,
+    combine,
+    fmt_check,
+)
 
 PAPER = {
     "table2": {"D_HighlyKnown": (40.5, 40.0), "D_MaybeKnown": (43.6, 43.2), "D_WeaklyKnown": (39.2, 35.4),
@@ -93,80 +112,164 @@ def idk_table(runs: dict, base: str) -> dict:
     return out
 
 
-def _finding(claim: str, paper: str, this_run: str, reproduced: bool | None) -> dict:
-    return Finding(claim, paper, this_run, reproduced).to_dict()
+def _stage_epoch(run: dict, stage: str | int) -> int:
+    return stage if isinstance(stage, int) else run[f"{stage}_epoch"]
+
+
+def columns(runs: dict, spec: list[tuple[str, str | int, str]], part: str = "test") -> list[np.ndarray]:
+    """Per seed that has every run of `spec` with stored per-question outputs, a (questions × columns)
+    array: column j holds, for run spec[j][0] at stage (or epoch) spec[j][1], field spec[j][2] of each
+    test question ('correct' or 'answered'), rows in one question order shared by the runs and seeds."""
+    out, order = [], None
+    for by in runs.values() if spec else []:
+        rows = []
+        for name, stage, key in spec:
+            run = by.get(name)
+            answers = run and run.get("outcomes", {}).get(_stage_epoch(run, stage), {}).get(part)
+            if not answers:
+                break
+            rows.append((answers, key))
+        else:
+            order = order or sorted(set.intersection(*(set(a) for a, _ in rows)))
+            out.append(np.array([[float(not a[q]["abstained"]) if key == "answered" else float(a[q][key])
+                                  for a, key in rows] for q in order]).reshape(len(order), len(spec)))
+    return out
+
+
+def _points(by_name: dict, part: str) -> list[tuple[str, int, float, float]]:
+    """(run, epoch, N_kn/|D|, N_unk/|D|) of every epoch of every run but D_IDK: the linear model's covariates."""
+    return [(name, m["epoch"], *fitted_fractions(m, r["size"])) for name, r in by_name.items() if name != "D_IDK"
+            for m in r["metrics"] if m.get(f"{part}_accuracy") is not None]
+
+
+def linear_model_intervals(runs: dict) -> dict[str, Interval | None]:
+    """β_kn and β_unk of the pooled linear model, with intervals: the test questions are resampled (the
+    accuracies), the fitted fractions of each (run, epoch) stay as they were (the regressors)."""
+    seeds = [by for by in runs.values() if all(r.get("outcomes") for n, r in by.items() if n != "D_IDK")]
+    covariates = [_points(by, "test") for by in seeds]
+    data = [columns({0: by}, [(n, e, "correct") for n, e, _, _ in pts]) for by, pts in zip(seeds, covariates)]
+    if not all(data) or len({len(d[0]) for d in data}) > 1:
+        return {"beta_kn": None, "beta_unk": None}
+    x = [np.array([[1.0, kn, unk] for _, _, kn, unk in pts]) for pts in covariates]
+
+    def beta(k: int):
+        def statistic(ids: np.ndarray, means: list[np.ndarray]) -> float:
+            design = np.vstack([x[i] for i in ids])
+            if len(design) < 3 or np.linalg.matrix_rank(design) < 3:
+                return float("nan")
+            return float(np.linalg.lstsq(design, np.concatenate(means) * 100, rcond=None)[0][k])
+        return statistic
+
+    return {name: bootstrap([d[0] for d in data], beta(k), shared=True) for name, k in (("beta_kn", 1), ("beta_unk", 2))}
+
+
+def _fit_gap_data(runs: dict, name: str = "D_50") -> list[np.ndarray]:
+    """Per seed, one row per training example of `name`: per epoch [Known·fitted, Known, Unknown·fitted, Unknown]."""
+    out = []
+    for by in runs.values():
+        run = by.get(name)
+        fits = run and [run.get("outcomes", {}).get(m["epoch"], {}).get("fit") for m in run["metrics"]]
+        if not fits or not all(fits):
+            continue
+        ids = sorted(fits[0])
+        rows = []
+        for i in ids:
+            row = []
+            for fit in fits:
+                known, unknown, ok = fit[i]["group"] in KNOWN, fit[i]["group"] == "Unknown", float(fit[i]["fitted"])
+                row += [known * ok, float(known), unknown * ok, float(unknown)]
+            rows.append(row)
+        out.append(np.array(rows))
+    return out
+
+
+def _fit_gap(_ids, means: list[np.ndarray]) -> float:
+    """Known − Unknown fit in points, mean over epochs, then over seeds."""
+    gaps = [np.mean([(m[j] / m[j + 1] - m[j + 2] / m[j + 3]) * 100 for j in range(0, len(m), 4)]) for m in means]
+    return float(np.mean(gaps))
 
 
 def findings(runs: dict, agg: dict) -> list[dict]:
-    """One line per paper finding: the claim, the paper's numbers, this run's, and whether it holds."""
+    """One line per paper finding: the claim, the paper's numbers, this run's, and the verdict of its 95 % interval."""
     out = []
-    gaps, to_fit = [], {"Known": [], "Unknown": []}
+    to_fit = {"Known": [], "Unknown": []}
     for by in runs.values():
         if "D_50" in by:
             ms = by["D_50"]["metrics"]
-            per_epoch = [m["fit_by_group"].get("Unknown", 0.0) for m in ms]
             known = [sum(m["fitted_by_group"].get(g, 0) for g in KNOWN) / max(1, sum(m["group_sizes"].get(g, 0) for g in KNOWN)) for m in ms]
-            gaps.append(float(np.mean([k - u for k, u in zip(known, per_epoch)])))
-            rows = [{"epoch": m["epoch"], "fit_by_group": {"Known": k, "Unknown": u}} for m, k, u in zip(ms, known, per_epoch)]
+            rows = [{"epoch": m["epoch"], "fit_by_group": {"Known": k, "Unknown": m["fit_by_group"].get("Unknown", 0.0)}}
+                    for m, k in zip(ms, known)]
             for g, e in epochs_to_fit(rows, ["Known", "Unknown"]).items():
                 to_fit[g].append(e)
-    gap = mean_std(gaps)
-    ok = None if gap["mean"] is None else gap["mean"] > 0
-    out.append(_finding("Unknown examples are fitted more slowly than Known ones (D with 50 % Unknown)",
-                        "Fig. 1: most Known fitted by EARLY_STOP, Unknown fitted substantially later",
-                        f"Known − Unknown fit, mean over epochs: {fmt(gap)} points; epochs to 50 % fit: "
-                        f"Known {to_fit['Known']}, Unknown {to_fit['Unknown']} (None = never)", ok))
+    # the training examples differ per seed: each drawn seed gets its own draw of examples
+    gap = check(bootstrap(_fit_gap_data(runs), _fit_gap, shared=False))
+    out.append(Finding("Unknown examples are fitted more slowly than Known ones (D with 50 % Unknown)",
+                       "Fig. 1: most Known fitted by EARLY_STOP, Unknown fitted substantially later",
+                       f"Known − Unknown fit, mean over epochs: {fmt_check(gap)} points; epochs to 50 % fit: "
+                       f"Known {to_fit['Known']}, Unknown {to_fit['Unknown']} (None = never)", gap).to_dict())
 
     conv = agg["accuracy_vs_unknown"]["D"]["convergence"]
     es = agg["accuracy_vs_unknown"]["D"]["early_stop"]
     xs = [x for x in UNKNOWN_SHARES if conv[x]["mean"] is not None]
-    slope = float(np.polyfit(xs, [conv[x]["mean"] * 100 for x in xs], 1)[0]) * 100 if len(xs) >= 2 else None
-    out.append(_finding("Test accuracy at convergence falls as the share of Unknown grows",
-                        "Fig. 3: monotone decrease; Table 2: D_Unknown 25.8 vs D_HighlyKnown 40.0 at convergence",
-                        f"convergence accuracy {', '.join(f'{x}%: {fmt(conv[x])}' for x in xs)}; "
-                        f"slope {slope:+.1f} points per 100 % Unknown" if slope is not None else "n/a",
-                        None if slope is None or None in (conv[0]["mean"], conv[100]["mean"])
-                        else slope < 0 and conv[100]["mean"] < conv[0]["mean"]))
+    data = columns(runs, [(f"D_{x}", "convergence", "correct") for x in xs])
+    slope_check = check(bootstrap(data, slope([x / 100 for x in xs]), shared=True) if len(xs) >= 2 else None, above=False,
+                        units="points per 100 % Unknown")
+    out.append(Finding("Test accuracy at convergence falls as the share of Unknown grows",
+                       "Fig. 3: monotone decrease; Table 2: D_Unknown 25.8 vs D_HighlyKnown 40.0 at convergence",
+                       f"convergence accuracy {', '.join(f'{x}%: {fmt(conv[x])}' for x in xs)}; "
+                       f"slope {slope_check.estimate:+.1f} points per 100 % Unknown" if slope_check.estimate is not None else "n/a",
+                       slope_check).to_dict())
 
-    gap_es = {x: (es[x]["mean"] - conv[x]["mean"]) * 100 for x in (0, 100) if es[x]["mean"] is not None and conv[x]["mean"] is not None}
-    out.append(_finding("Early stopping limits the harm of Unknown examples (the early-stop → convergence drop grows with Unknown)",
-                        "Table 2: D_Unknown 37.5 → 25.8 (−11.7) vs D_HighlyKnown 40.5 → 40.0 (−0.5)",
-                        "; ".join(f"{x}% Unknown: {fmt(es[x])} → {fmt(conv[x])}" for x in (0, 100)),
-                        (gap_es[100] > gap_es[0]) if len(gap_es) == 2 else None))
+    spec = [("D_100", "early_stop", "correct"), ("D_100", "convergence", "correct"), ("D_0", "early_stop", "correct"),
+            ("D_0", "convergence", "correct")]
+    drop = check(bootstrap(columns(runs, spec), mean_over_seeds(lambda m: ((m[0] - m[1]) - (m[2] - m[3])) * 100), shared=True))
+    out.append(Finding("Early stopping limits the harm of Unknown examples (the early-stop → convergence drop grows with Unknown)",
+                       "Table 2: D_Unknown 37.5 → 25.8 (−11.7) vs D_HighlyKnown 40.5 → 40.0 (−0.5)",
+                       "; ".join(f"{x}% Unknown: {fmt(es[x])} → {fmt(conv[x])}" for x in (0, 100))
+                       + f"; drop at 100 % − drop at 0 %: {fmt_check(drop)}", drop).to_dict())
 
     lm = agg["linear_model"]["test"]["pooled"]
-    ok = None if lm["beta_kn"] is None else lm["beta_unk"] < 0 < lm["beta_kn"]
+    betas = linear_model_intervals(runs)
+    both = combine([check(betas["beta_kn"], label="β_kn"), check(betas["beta_unk"], above=False, label="β_unk")])
     seed_lm = agg["linear_model"]["test"]["per_seed"]
-    out.append(_finding("Accuracy rises with fitted Known and falls with fitted Unknown examples: β_unk < 0 < β_kn",
-                        "β0 36.9, β_kn 7.3, β_unk −8.3, R² 0.86 (in-distribution)",
-                        (f"pooled β0 {lm['beta0']:.1f}, β_kn {lm['beta_kn']:.1f}, β_unk {lm['beta_unk']:.1f}, R² {lm['r2']:.2f} "
-                         f"({lm['n_points']} points); per seed β_kn {fmt(seed_lm['beta_kn'], 1)}, β_unk {fmt(seed_lm['beta_unk'], 1)}")
-                        if lm["beta_kn"] is not None else "n/a", ok))
+    kn, unk = both.parts
+    out.append(Finding("Accuracy rises with fitted Known and falls with fitted Unknown examples: β_unk < 0 < β_kn",
+                       "β0 36.9, β_kn 7.3, β_unk −8.3, R² 0.86 (in-distribution)",
+                       (f"pooled β0 {lm['beta0']:.1f}, β_kn {lm['beta_kn']:.1f}, β_unk {lm['beta_unk']:.1f}, R² {lm['r2']:.2f} "
+                        f"({lm['n_points']} points); per seed β_kn {fmt(seed_lm['beta_kn'], 1)}, β_unk {fmt(seed_lm['beta_unk'], 1)}; "
+                        f"95 % intervals β_kn {fmt_check(kn)}, β_unk {fmt_check(unk)}")
+                       if lm["beta_kn"] is not None else "n/a", both).to_dict())
 
     known = agg["accuracy_vs_unknown"]["D_Known"]["convergence"]
     diffs = {x: known[x]["mean"] - conv[x]["mean"] for x in (25, 50, 75)
              if known[x]["mean"] is not None and conv[x]["mean"] is not None}
-    out.append(_finding("Filtering out Unknown examples (D_Known) avoids the loss at convergence",
-                        "Fig. 3: D_Known stays flat while D falls with more Unknown",
-                        "D_Known − D at convergence: " + ", ".join(f"{x}%: {d * 100:+.1f}" for x, d in diffs.items()),
-                        None if not diffs else float(np.mean(list(diffs.values()))) > 0))
+    spec = [(f"{n}_{x}", "convergence", "correct") for x in diffs for n in ("D_Known", "D")]
+    gain = check(bootstrap(columns(runs, spec), mean_over_seeds(lambda m: float(np.mean(m[0::2] - m[1::2])) * 100), shared=True)
+                 if diffs else None)
+    out.append(Finding("Filtering out Unknown examples (D_Known) avoids the loss at convergence",
+                       "Fig. 3: D_Known stays flat while D falls with more Unknown",
+                       "D_Known − D at convergence: " + ", ".join(f"{x}%: {d * 100:+.1f}" for x, d in diffs.items())
+                       + (f"; mean {fmt_check(gain)}" if diffs else ""), gain).to_dict())
 
     idk = agg["idk"]
     base = next(n for n in idk if n != "D_IDK")
     a, b = idk[base]["early_stop"]["accuracy"], idk["D_IDK"]["early_stop"]["answered_accuracy"]
     share = idk["D_IDK"]["early_stop"]["answered_share"]
-    out.append(_finding("Relabelling Unknown as “I don't know” raises accuracy on the questions the model answers",
-                        "50 % Unknown, early stop: 43.0 on all (D) vs 61.8 on the 58.7 % answered (D_IDK)",
-                        f"{base}: {fmt(a)} on all; D_IDK: {fmt(b)} on the {fmt(share)} % answered",
-                        None if a["mean"] is None or b["mean"] is None else b["mean"] > a["mean"]))
+    spec = [("D_IDK", "early_stop", "correct"), ("D_IDK", "early_stop", "answered"), (base, "early_stop", "correct")]
+    abstain = check(bootstrap(columns(runs, spec), mean_over_seeds(lambda m: (m[0] / m[1] - m[2]) * 100), shared=True))
+    out.append(Finding("Relabelling Unknown as “I don't know” raises accuracy on the questions the model answers",
+                       "50 % Unknown, early stop: 43.0 on all (D) vs 61.8 on the 58.7 % answered (D_IDK)",
+                       f"{base}: {fmt(a)} on all; D_IDK: {fmt(b)} on the {fmt(share)} % answered", abstain).to_dict())
 
     t2 = agg["table2"]
     mk, hk = t2["D_MaybeKnown"], t2["D_HighlyKnown"]
-    vals = [(w, mk[w]["all"]["mean"], hk[w]["all"]["mean"]) for w in ("early_stop", "convergence")]
-    out.append(_finding("Fine-tuning on MaybeKnown beats fine-tuning on HighlyKnown examples only",
-                        "Table 2: D_MaybeKnown 43.6 / 43.2 vs D_HighlyKnown 40.5 / 40.0 (early stop / convergence)",
-                        "; ".join(f"{w}: D_MaybeKnown {fmt(mk[w]['all'])} vs D_HighlyKnown {fmt(hk[w]['all'])}" for w in ("early_stop", "convergence")),
-                        None if any(m is None or h is None for _, m, h in vals) else all(m > h for _, m, h in vals)))
+    stages = [check(bootstrap(columns(runs, [("D_MaybeKnown", w, "correct"), ("D_HighlyKnown", w, "correct")]), difference(),
+                              shared=True), label=w) for w in ("early_stop", "convergence")]
+    out.append(Finding("Fine-tuning on MaybeKnown beats fine-tuning on HighlyKnown examples only",
+                       "Table 2: D_MaybeKnown 43.6 / 43.2 vs D_HighlyKnown 40.5 / 40.0 (early stop / convergence)",
+                       "; ".join(f"{w}: D_MaybeKnown {fmt(mk[w]['all'])} vs D_HighlyKnown {fmt(hk[w]['all'])} "
+                                 f"(difference {fmt_check(c)})" for w, c in zip(("early_stop", "convergence"), stages)),
+                       combine(stages)).to_dict())
     return out
 
 
@@ -182,10 +285,16 @@ def analyse(cfg, probed: dict[str, list[dict]], runs: dict) -> dict:
         "idk": idk_table(done, f"D_{cfg.idk_unknown_percent}"),
     }
     return {
+        "schema_version": SCHEMA_VERSION,
+        "schema_note": SCHEMA_NOTE,
+        "bootstrap": BOOTSTRAP,
         "config": cfg.model_dump(),
         "sizes": {p: len(r) for p, r in probed.items()},
         "aggregate": agg,
         "findings": findings(done, agg),
+        "caveats": [f"{len(missing)} finished runs have no per-question outputs (trained before knowtune stored them): "
+                    "findings that need them have no interval and are inconclusive; train into a new directory"]
+        if (missing := [n for by in done.values() for n, r in by.items() if not r.get("outcomes")]) else [],
         "diverged": {f"seed{s}/{n}": r["diverged"] for s, by in runs.items() for n, r in by.items() if "diverged" in r},
-        "runs": {f"seed{s}": {n: {k: v for k, v in r.items()} for n, r in by.items()} for s, by in runs.items()},
+        "runs": {f"seed{s}": {n: {k: v for k, v in r.items() if k != "outcomes"} for n, r in by.items()} for s, by in runs.items()},
     }

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from knowtune.probe.records import CATEGORIES  # noqa: E402
 from knowtune.report.html import Page  # noqa: E402
 from knowtune.studies.new_knowledge.findings import PAPER  # noqa: E402
-from knowtune.studies.stats import VERDICT_CLASSES, VERDICT_WORDS, fmt  # noqa: E402
+from knowtune.studies.stats import fmt  # noqa: E402
+from knowtune.studies.verdicts import findings_section  # noqa: E402
 
 COLORS = {"HighlyKnown": "#1b7837", "MaybeKnown": "#7fbf7b", "WeaklyKnown": "#f1a340", "Unknown": "#b2182b", "Known": "#2166ac"}
 
@@ -75,11 +76,10 @@ def write_report(results: dict, path: str | Path, probe_summary: dict | None = N
               "Figures are mean ± std over seeds; accuracies in %.")
 
     page.heading("Findings: does this run reproduce the paper?")
-    rows, classes = [], []
-    for f in results["findings"]:
-        rows.append([f["claim"], VERDICT_WORDS[f["reproduced"]], f["this_run"], f["paper"]])
-        classes.append(["", VERDICT_CLASSES[f["reproduced"]], "", ""])
-    page.table(["finding", "reproduced", "this run", "paper (PaLM 2, EntityQuestions)"], rows, classes)
+    findings_section(page, results["findings"], "paper (PaLM 2, EntityQuestions)")
+    page.text("Verdicts from 95 % intervals of a bootstrap that resamples seeds, then test questions (paired across "
+              f"training sets; {results['bootstrap']['replicates']} replicates, seed {results['bootstrap']['seed']}); "
+              "± is the smallest effect this run could tell from zero.")
     if results.get("diverged"):
         page.text("Runs that diverged (NaN loss) and are left out: " + "; ".join(f"{k}: {v}" for k, v in results["diverged"].items()))
 

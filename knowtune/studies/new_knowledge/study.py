@@ -17,12 +17,12 @@ from knowtune.curate.new_knowledge_sets import describe_set, study_sets
 from knowtune.data import load_qa, select_examples
 from knowtune.data.records import QADataset
 from knowtune.data.select import check_relations
-from knowtune.evaluate.qa import evaluate_qa
+from knowtune.evaluate.qa import evaluate_qa, question_rows
 from knowtune.files import atomic_write_json, atomic_write_jsonl, versions
 from knowtune.models import describe, load_model
 from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import summarize
-from knowtune.studies.common import cached_probe, train_sets, write_sets
+from knowtune.studies.common import cached_probe, load_outcomes, train_sets, write_sets
 from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
 from knowtune.studies.new_knowledge.findings import analyse
 from knowtune.studies.new_knowledge.report import write_report
@@ -45,15 +45,19 @@ def probe_study_questions(cfg: NewKnowledgeConfig, data: QADataset, lm) -> dict[
     return {name: [records[e.id] for e in part] for name, part in parts.items()}
 
 
-def _evaluator(cfg: NewKnowledgeConfig, probed: dict[str, list[ProbeRecord]], tokenizer):
-    """The per-epoch evaluation: dev accuracy (for EARLY_STOP), test per category, OOD per category."""
+def _evaluator(cfg: NewKnowledgeConfig, probed: dict[str, list[ProbeRecord]], tokenizer, run_dir: Path):
+    """The per-epoch evaluation: dev accuracy (for EARLY_STOP), test per category, OOD per category;
+    every question's answer and score saved per epoch (run_dir/predictions/epoch<E>.jsonl) for the bootstrap."""
     def evaluate(model, epoch: int) -> dict:
         row: dict = {}
+        answers = []
         for part in ("dev", "test", "ood"):
             if part in probed:
-                metrics, _ = evaluate_qa(model, tokenizer, probed[part], cfg.train.eval_batch_size)
+                metrics, preds = evaluate_qa(model, tokenizer, probed[part], cfg.train.eval_batch_size)
                 row[f"{part}_accuracy"] = metrics["accuracy"]
                 row[part] = metrics
+                answers += [{"part": part, **q} for q in question_rows(probed[part], preds)]
+        atomic_write_jsonl(run_dir / "predictions" / f"epoch{epoch}.jsonl", answers)
         return row
 
     return evaluate
@@ -80,9 +84,12 @@ def run_study(cfg: NewKnowledgeConfig, out: str | Path, progress: bool = True) -
     write_sets(out, {seed: {n: [r.to_dict() for r in rows] for n, rows in by_name.items()} for seed, by_name in sets.items()}, info)
     examples: dict[int, dict[str, list[SFTExample]]] = {
         seed: {name: [example_from_row(r.to_dict()) for r in rows] for name, rows in by_name.items()} for seed, by_name in sets.items()}
-    evaluate = _evaluator(cfg, probed, lm.tokenizer)
     notes = {seed: {name: str(d["categories"]) for name, d in by_name.items()} for seed, by_name in info.items()}
-    runs = train_sets(cfg.model, lm.tokenizer, examples, cfg.train, out, lambda _: evaluate, notes, progress)
+    runs = train_sets(cfg.model, lm.tokenizer, examples, cfg.train, out,
+                      lambda run_dir: _evaluator(cfg, probed, lm.tokenizer, run_dir), notes, progress)
+    for seed, by_name in runs.items():
+        for name, run in by_name.items():
+            run["outcomes"] = load_outcomes(out / "runs" / f"seed{seed}" / name)
     results = analyse(cfg, probed, runs)
     results["probe_summary"] = probe_summary
     results["wall_seconds_this_invocation"] = round(time.time() - started, 1)

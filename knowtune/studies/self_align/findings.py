@@ -3,7 +3,8 @@
 Accuracies are fractions internally and reported in percentage points beside the paper's numbers
 (Ren et al. 2024; docs/design.md lists them). Gaps between two sets are paired by seed (same seed, same
 test questions) before averaging. The main table is at CONVERGENCE (the last epoch), as the paper
-trains for a fixed number of epochs; EARLY_STOP (best dev epoch) is reported beside it.
+trains for a fixed number of epochs; EARLY_STOP (best dev epoch) is reported beside it. Each finding's
+interval and three-valued verdict follow docs/design.md §3 (knowtune/studies/stats.py, verdicts.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,27 @@ from math import sqrt
 
 import numpy as np
 
-from knowtune.studies.stats import Finding, at_epoch, completed_runs, mean_std
+from knowtune.evaluate.multiple_choice import binomial_tail
+from knowtune.probe.multiple_choice import CHANCE, rank_correlation
+from knowtune.studies.stats import (
+    BOOTSTRAP,
+    at_epoch,
+    bootstrap,
+    completed_runs,
+    difference,
+    mean_std,
+    wilson,
+)
+from knowtune.studies.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    REPRODUCED,
+    SCHEMA_NOTE,
+    SCHEMA_VERSION,
+    Check,
+    Finding,
+    check,
+)
 
 SPLITS = ("homo", "id", "ood")
 STAGES = ("convergence", "early_stop")
@@ -62,76 +83,122 @@ def paired_gap(runs: dict, better: str, worse: str, split: str, stage: str = "co
     return mean_std(gaps)
 
 
-def _gap_finding(runs: dict, better: str, label: str) -> dict:
-    paper = PAPER_GAPS[better]
-    gaps = {split: paired_gap(runs, better, "incompatible", split) for split in SPLITS}
-    paper_text = " / ".join(f"+{paper[s]:.2f} {s.upper()}" for s in SPLITS) + " points"
-    if any(g["mean"] is None for g in gaps.values()):
-        return {"claim": f"{label} data beats Incompatible data on HOMO, ID and OOD", "paper": paper_text,
-                "this_run": "n/a (both sets must be trained)", "reproduced": None, "per_split": None}
-    per_split = {s: g["mean"] > 0 for s, g in gaps.items()}
-    noisy = [s.upper() for s, g in gaps.items() if g["n"] > 1 and abs(g["mean"]) < g["std"]]
-    text = ", ".join(f"{s.upper()} {g['mean'] * 100:+.1f}" + (f" ± {g['std'] * 100:.1f}" if g["n"] > 1 else "")
-                     for s, g in gaps.items())
-    text += f" points at convergence ({gaps['homo']['n']} seed{'s' if gaps['homo']['n'] > 1 else ''})"
-    if noisy:
-        text += f"; within one std over seeds on {', '.join(noisy)}"
-    return {"claim": f"{label} data beats Incompatible data on HOMO, ID and OOD", "paper": paper_text,
-            "this_run": text, "reproduced": all(per_split.values()), "per_split": per_split}
-
-
-def _consistency_finding(table: dict, consistency: dict) -> dict:
-    cells = [(consistency[n][s]["rank_correlation"]["mean"], table[n][s]["change"]["mean"]) for n in table for s in SPLITS]
-    cells = [(c, a) for c, a in cells if c is not None and a is not None]
-    claim = "Sets that keep the base model's option rankings (knowledge consistency) score higher"
-    per_set = "; ".join(f"{n} {np.mean([consistency[n][s]['rank_correlation']['mean'] for s in SPLITS]):.2f}"
-                        for n in consistency if all(consistency[n][s]["rank_correlation"]["mean"] is not None for s in SPLITS))
-    xs, ys = [c for c, _ in cells], [a for _, a in cells]
-    if len(cells) < 3 or np.std(xs) == 0 or np.std(ys) == 0:
-        return {"claim": claim, "paper": "the paper's explanation of its results (the paper gives no number)",
-                "this_run": f"n/a (too few or constant cells); rank correlation per set: {per_set}", "reproduced": None}
-    r = float(np.corrcoef(xs, ys)[0, 1])
-    return {"claim": claim, "paper": "the paper's explanation of its results (the paper gives no number)",
-            "this_run": f"Pearson r = {r:+.2f} between rank correlation and accuracy change over {len(cells)} "
-                        f"(set, split) cells; mean rank correlation per set: {per_set}", "reproduced": r > 0}
-
-
-def split_findings(runs: dict) -> list[dict]:
-    """One row per claim and test split (Harmonious > Incompatible, Self-aligning > Incompatible, on each of
-    HOMO / ID / OOD): this run's paired gap over seeds beside the paper's; None when a set was not trained."""
+def gap_columns(runs: dict, better: str, worse: str, split: str, stage: str = "convergence") -> list[np.ndarray]:
+    """Per seed where both trained with stored predictions: one row per test question of `split`,
+    columns [better correct, worse correct] (the same questions in every seed and set)."""
     out = []
-    for better, label in (("harmonious", "Harmonious"), ("self_aligning", "Self-aligning")):
-        for split in SPLITS:
-            gap = paired_gap(runs, better, "incompatible", split)
-            claim = f"{label} > Incompatible on {split.upper()}"
-            paper = f"+{PAPER_GAPS[better][split]:.2f} points"
-            if gap["mean"] is None:
-                out.append(Finding(claim, paper, "n/a (both sets must be trained)", None, {"split": split}).to_dict())
-                continue
-            spread = f" ± {gap['std'] * 100:.1f}" if gap["n"] > 1 else ""
-            text = f"{gap['mean'] * 100:+.1f}{spread} points ({gap['n']} seed{'s' if gap['n'] > 1 else ''})"
-            out.append(Finding(claim, paper, text, gap["mean"] > 0, {"split": split}).to_dict())
+    for by in runs.values():
+        preds = [by[n].get("outcomes", {}).get(by[n][f"{stage}_epoch"], {}).get(split) if n in by else None for n in (better, worse)]
+        if all(preds):
+            ids = sorted(preds[0])
+            out.append(np.array([[float(p[i]["correct"]) for p in preds] for i in ids]))
     return out
 
 
+def split_findings(runs: dict) -> list[dict]:
+    """One finding per claim and test split (Harmonious > Incompatible, Self-aligning > Incompatible, on each of
+    HOMO / ID / OOD, as the paper's table): the gap in points, paired by question, with its bootstrap interval over
+    seeds then questions from the stored per-question predictions, beside the paper's gap."""
+    out = []
+    for better, label in (("harmonious", "Harmonious"), ("self_aligning", "Self-aligning")):
+        for split in SPLITS:
+            c = check(bootstrap(gap_columns(runs, better, "incompatible", split), difference(), shared=True),
+                      label=split.upper())
+            gap = paired_gap(runs, better, "incompatible", split)
+            if gap["mean"] is None:
+                text = "n/a (both sets must be trained)"
+            else:
+                text = (f"{gap['mean'] * 100:+.1f}" + (f" ± {gap['std'] * 100:.1f}" if gap["n"] > 1 else "")
+                        + f" points at convergence ({gap['n']} seed{'s' if gap['n'] > 1 else ''})"
+                        + ("" if c.ci else "; no per-question predictions stored, so no interval"))
+            out.append(Finding(f"{label} > Incompatible on {split.upper()}", f"+{PAPER_GAPS[better][split]:.2f} points",
+                               text, c, {"split": split, "compared": [better, "incompatible"]}).to_dict())
+    return out
+
+
+def consistency_columns(runs: dict, base_rows: dict, names: list[str], stage: str = "convergence") -> list[np.ndarray]:
+    """Per seed: one row per HOMO / ID / OOD question (the same in every seed), and for each (set, split) cell two
+    columns, the question's knowledge consistency (rank correlation of its option probabilities, base vs
+    fine-tuned) and its accuracy change (correct after − correct before); NaN outside the question's split and
+    where a set has no stored predictions."""
+    questions = [(split, i) for split in SPLITS for i in sorted(base_rows.get(split, {}))]
+    out = []
+    for by in runs.values():
+        cols = np.full((len(questions), 2 * len(names) * len(SPLITS)), np.nan)
+        for j, name in enumerate(names):
+            after = by[name].get("outcomes", {}).get(by[name][f"{stage}_epoch"], {}) if name in by else {}
+            for r, (split, qid) in enumerate(questions):
+                row, before = after.get(split, {}).get(qid), base_rows[split][qid]
+                if row is not None:
+                    c = 2 * (j * len(SPLITS) + SPLITS.index(split))
+                    cols[r, c:c + 2] = rank_correlation(before["probs"], row["probs"]), float(row["correct"]) - float(before["correct"])
+        out.append(cols)
+    return out
+
+
+def cell_correlation(_ids: np.ndarray, means: list[np.ndarray]) -> float:
+    """Pearson r over the (set, split) cells between mean consistency and mean accuracy change, each cell's means
+    averaged over the drawn seeds that trained its set; NaN with fewer than three cells or a constant side."""
+    stacked = np.array(means)
+    present = ~np.isnan(stacked)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cells = (np.where(present, stacked, 0.0).sum(axis=0) / present.sum(axis=0)).reshape(-1, 2)
+    cells = cells[~np.isnan(cells).any(axis=1)]
+    if len(cells) < 3 or np.ptp(cells[:, 0]) == 0 or np.ptp(cells[:, 1]) == 0:
+        return float("nan")
+    return float(np.corrcoef(cells[:, 0], cells[:, 1])[0, 1])
+
+
+def _consistency_finding(runs: dict, table: dict, consistency: dict, base_rows: dict | None) -> dict:
+    """The paper's explanation, as a correlation over (set, split) cells: sets that kept the base model's option
+    rankings gained more accuracy. Over cells, not questions: within a set a question whose answer flips right
+    must change its ranking, so a per-question correlation would be negative by construction. The interval
+    resamples seeds, then questions (the same draw in every cell); it does not cover which sets were trained."""
+    claim = "Sets that keep the base model's option rankings (knowledge consistency) score higher"
+    paper = "the paper's explanation of its results (the paper gives no number)"
+    names = list(table)
+    c = check(bootstrap(consistency_columns(runs, base_rows, names), cell_correlation, shared=True) if base_rows else None,
+              units="Pearson r")
+    per_set = "; ".join(f"{n} {np.mean([consistency[n][s]['rank_correlation']['mean'] for s in SPLITS]):.2f}"
+                        for n in names if all(consistency[n][s]["rank_correlation"]["mean"] is not None for s in SPLITS))
+    cells = [(consistency[n][s]["rank_correlation"]["mean"], table[n][s]["change"]["mean"]) for n in names for s in SPLITS]
+    cells = [cell for cell in cells if None not in cell]
+    if len(cells) < 3 or np.ptp([x for x, _ in cells]) == 0 or np.ptp([y for _, y in cells]) == 0:
+        return Finding(claim, paper, f"n/a (too few or constant cells); rank correlation per set: {per_set}", c).to_dict()
+    r = float(np.corrcoef([x for x, _ in cells], [y for _, y in cells])[0, 1])
+    interval = f" [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]" if c.ci else " (no interval: no per-question predictions stored)"
+    return Finding(claim, paper, f"Pearson r = {r:+.2f}{interval} between rank correlation and accuracy change over "
+                                 f"{len(cells)} (set, split) cells at convergence; mean rank correlation per set: {per_set}",
+                   c).to_dict()
+
+
 def base_finding(base: dict, protocol: str) -> dict:
-    """Whether the base model is above chance under the protocol used (one-sided exact binomial test against
-    1/4 on the training pool, HOMO / ID / OOD beside): without that, the sets cannot separate known from unknown."""
+    """Whether the base model is above chance under the protocol used, on the training pool (HOMO / ID / OOD beside):
+    without that, the sets cannot separate known from unknown. The verdict is the exact binomial test's, not a
+    bootstrap's: one sample of independent answers, no seeds."""
     pool = base["pool"]
-    text = (f"{pool['accuracy'] * 100:.1f} % of {pool['n']} pool questions, one-sided binomial p = {pool['p_value']:.3g}; "
+    n = pool["n"]
+    k = round(pool["accuracy"] * n)
+    below = binomial_tail(n - k, n, 1 - CHANCE)  # P(X <= k): the one-sided p of being below chance
+    verdict = REPRODUCED if pool["above_chance"] else CONTRADICTED if below < 0.05 else INCONCLUSIVE
+    rule = ("reproduced if the one-sided exact binomial test of the pool accuracy against 25 % gives p < 0.05, "
+            "contradicted if the one-sided test the other way (below 25 %) does, inconclusive otherwise; the estimate "
+            "is the accuracy − 25 points, with its 95 % Wilson interval")
+    low, high = wilson(k, n)
+    c = Check((pool["accuracy"] - CHANCE) * 100, ((low - CHANCE) * 100, (high - CHANCE) * 100), verdict, rule, "pool")
+    text = (f"{pool['accuracy'] * 100:.1f} % of {n} pool questions, one-sided binomial p = {pool['p_value']:.3g}; "
             + ", ".join(f"{s.upper()} {base[s]['accuracy'] * 100:.1f} % (p = {base[s]['p_value']:.3g})" for s in SPLITS))
     return Finding(f"The base model is above chance (25 %) under {protocol} scoring",
-                   "the paper's premise (its base models know part of the questions; no number for this)", text,
-                   bool(pool["above_chance"]), {"p_value": pool["p_value"], "base_finding": True}).to_dict()
+                   "the paper's premise (its base models know part of the questions; no number for this)", text, c,
+                   {"p_value": pool["p_value"], "p_below": below, "base_finding": True}).to_dict()
 
 
-def findings(runs: dict, table: dict, consistency: dict, base_at_chance: bool = False,
-             base: dict | None = None, protocol: str = "letter-logit") -> list[dict]:
-    """One line per claim of the paper: the claim, the paper's numbers, this run's, and whether it holds, over all
-    three splits and then split by split, and (with `base`) whether the base model is above chance; with a base
-    model at chance each claim's line says that it is no evidence either way."""
-    out = [_gap_finding(runs, "harmonious", "Harmonious"), _gap_finding(runs, "self_aligning", "Self-aligning"),
-           _consistency_finding(table, consistency), *split_findings(runs)]
+def findings(runs: dict, table: dict, consistency: dict, base_at_chance: bool = False, base: dict | None = None,
+             protocol: str = "letter-logit", base_rows: dict | None = None) -> list[dict]:
+    """One finding per claim of the paper and test split, then the consistency claim (with `base_rows`, the base
+    model's stored per-question predictions per split, its interval), then (with `base`) whether the base model is
+    above chance; with a base model at chance each claim's line says that it is no evidence either way."""
+    out = [*split_findings(runs), _consistency_finding(runs, table, consistency, base_rows)]
     for f in out:
         f["base_at_chance"] = base_at_chance
         if base_at_chance:
@@ -169,12 +236,16 @@ def caveats(base: dict, seeds: int) -> list[str]:
     return out
 
 
-def analyse(cfg, base: dict, set_info: dict, runs: dict) -> dict:
-    """Every aggregate the report shows, plus the findings and caveats, as one JSON-ready dict."""
+def analyse(cfg, base: dict, set_info: dict, runs: dict, base_rows: dict | None = None) -> dict:
+    """Every aggregate the report shows, plus the findings and caveats, as one JSON-ready dict; `base_rows` are the
+    base model's stored per-question predictions (part → question id → row), for the consistency claim's interval."""
     done = completed_runs(runs)
     tables = {stage: accuracy_table(done, stage) for stage in STAGES}
     consistency = {stage: consistency_table(done, stage) for stage in STAGES}
     return {
+        "schema_version": SCHEMA_VERSION,
+        "schema_note": SCHEMA_NOTE,
+        "bootstrap": BOOTSTRAP,
         "config": cfg.model_dump(),
         "base": base,
         "sets": {f"seed{s}": info for s, info in set_info.items()},
@@ -182,10 +253,10 @@ def analyse(cfg, base: dict, set_info: dict, runs: dict) -> dict:
         "consistency": consistency,
         "protocol": cfg.probe.label(),
         "findings": findings(done, tables["convergence"], consistency["convergence"], not base["pool"]["above_chance"],
-                             base, cfg.probe.label()),
+                             base, cfg.probe.label(), base_rows),
         "caveats": caveats(base, len(cfg.seeds)),
         "paper": PAPER_GAPS,
         "diverged": {f"seed{s}/{n}": r["diverged"] for s, by in runs.items() for n, r in by.items() if "diverged" in r},
-        "runs": {f"seed{s}": by for s, by in runs.items()},
+        "runs": {f"seed{s}": {n: {k: v for k, v in r.items() if k != "outcomes"} for n, r in by.items()} for s, by in runs.items()},
     }
 

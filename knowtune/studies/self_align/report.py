@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from knowtune.report.html import Page  # noqa: E402
 from knowtune.studies.self_align.findings import PAPER_GAPS, SPLITS, set_names  # noqa: E402
-from knowtune.studies.stats import VERDICT_CLASSES, VERDICT_WORDS, fmt, mean_std  # noqa: E402
+from knowtune.studies.stats import fmt, mean_std  # noqa: E402
+from knowtune.studies.verdicts import findings_section  # noqa: E402
 
 
 def _cell(stat: dict) -> str:
@@ -92,14 +93,13 @@ def write_report(results: dict, path: str | Path) -> None:
             page.text(line)
 
     page.heading(f"Does this run reproduce the paper? ({protocol} scoring)")
-    rows, classes = [], []
-    for f in results["findings"]:
-        word, cls = VERDICT_WORDS[f["reproduced"]], VERDICT_CLASSES[f["reproduced"]]
-        if f["base_at_chance"]:
-            word, cls = f"{word} (base model at chance: no evidence)", "na"
-        rows.append([f["claim"], word, f["this_run"], f["paper"]])
-        classes.append(["", cls, "", ""])
-    page.table(["claim", "reproduced", "this run", "paper (Ren et al. 2024)"], rows, classes)
+    findings_section(page, results["findings"], "paper (Ren et al. 2024)",
+                     note=lambda f: " (base model at chance: no evidence)" if f["base_at_chance"] else "",
+                     muted=lambda f: f["base_at_chance"])
+    page.text("Gaps are paired by question and resampled by a bootstrap over seeds, then test questions "
+              f"({results['bootstrap']['replicates']} replicates, seed {results['bootstrap']['seed']}); so is the "
+              "correlation of the consistency claim, over (set, split) cells. The base model's row is decided by the "
+              "exact binomial test its rule names.")
     if results["diverged"]:
         page.text("Runs that diverged (NaN loss) and are left out: "
                   + "; ".join(f"{k}: {v}" for k, v in results["diverged"].items()))

@@ -42,7 +42,7 @@ from knowtune.files import (
 )
 from knowtune.models import describe, load_model
 from knowtune.probe.multiple_choice import MCPrediction, probe_mc
-from knowtune.studies.common import train_sets, write_sets
+from knowtune.studies.common import load_outcomes, train_sets, write_sets
 from knowtune.studies.self_align.config import SelfAlignConfig
 from knowtune.studies.self_align.findings import analyse
 from knowtune.studies.self_align.report import write_report
@@ -166,7 +166,11 @@ def run_study(cfg: SelfAlignConfig, out: str | Path, progress: bool = True) -> d
     # EARLY_STOP is the best dev epoch; with no dev set it is the last epoch (never picked on a test set).
     runs = train_sets(cfg.model, lm.tokenizer, examples, cfg.train, out,
                       lambda run_dir: _evaluator(cfg, data, lm.tokenizer, eval_parts, base, run_dir), notes, progress)
-    results = analyse(cfg, base_summary, set_info, runs)
+    for seed, by_name in runs.items():
+        for name, run in by_name.items():
+            run["outcomes"] = load_outcomes(out / "runs" / f"seed{seed}" / name)
+    base_rows = {part: {p.question.id: p.to_dict() for p in ps} for part, ps in base.items()}
+    results = analyse(cfg, base_summary, set_info, runs, base_rows)
     results["model"] = describe(lm)
     results["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     atomic_write_json(out / "results.json", results)

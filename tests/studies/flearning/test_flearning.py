@@ -134,7 +134,11 @@ def test_study_end_to_end_and_resume(tiny_tokenizer, tmp_path, monkeypatch):
         assert set(row["test"]) == {"token", "exact"} and set(row["test"]["token"]) == {"reliability", "generality", "locality"}
     assert set(agg["curves"]) == {"flearning-ft", "flearning-lora", "lora-ft"}
     assert set(agg["knowledge"]) == {"old", "new"} and agg["knowledge"]["old"]["exact_match"]["n"] == 1
-    assert len(saved["findings"]) == 3 and all(set(f["reproduced_by_protocol"]) == {"token", "exact"} for f in saved["findings"])
+    assert len(saved["findings"]) == 3 and all(set(f["verdict_by_protocol"]) == {"token", "exact"} for f in saved["findings"])
+    for f in saved["findings"]:  # 4 test edits per seed: intervals exist, and are wide
+        assert f["verdict"] in ("reproduced", "contradicted", "inconclusive") and f["rule"]
+        assert f["estimate"] is None or (f["ci"][0] <= f["estimate"] <= f["ci"][1] and f["detectable"] >= 0)
+    assert saved["schema_version"] == 2 and saved["bootstrap"]["replicates"] > 0
     seed_dir = tmp_path / "study" / "builtin" / "seed0"
     assert sorted(p.name for p in (seed_dir / "forget").iterdir()) == ["full", "lora"]
     assert len(list((seed_dir / "runs").iterdir())) == 2 + 3 * 2
@@ -158,8 +162,11 @@ def test_study_end_to_end_and_resume(tiny_tokenizer, tmp_path, monkeypatch):
 
 
 def _scores(r: float, g: float, loc: float) -> dict:
+    """A run whose every edit scores r, g and loc (the first edit has no locality prompt): paired differences
+    are then the same on every edit, and their intervals have no width."""
     part = {"reliability": r, "generality": g, "locality": loc, "n": 4}
-    return {"scores": {p: {"dev": part, "test": part} for p in ("token", "exact")}}
+    per_edit = [{"id": f"e{i}", "reliability": r, "generality": g, "locality": None if i == 0 else loc} for i in range(96)]
+    return {"scores": {p: {"dev": part, "test": part} for p in ("token", "exact")}, "per_edit": {p: per_edit for p in ("token", "exact")}}
 
 
 def test_lambda_choice_and_claims_on_hand_made_scores():
@@ -171,11 +178,14 @@ def test_lambda_choice_and_claims_on_hand_made_scores():
             "flearning-lora_lam3": {"diverged": "loss became nan"},
             "lora-ft_lam0.3": _scores(0.59, 0.49, 0.88), "lora-ft_lam1": _scores(0.10, 0.10, 0.50), "lora-ft_lam3": _scores(0, 0, 0)}
     agg = analyse_set(cfg, {0: {"runs": runs, "knowledge": {w: {"exact_match": 0.5, "token_accuracy": 0.5} for w in ("old", "new")},
-                                "sizes": {"dev": 16, "test": 80}}})
+                                "sizes": {"dev": 16, "test": 80}, "test_ids": [f"e{i}" for i in range(16, 96)]}})
     chosen = {m: s["chosen"] for m, s in agg["lambda_selection"].items()}
     assert chosen == {"flearning-ft": 1.0, "flearning-lora": 0.3, "lora-ft": 0.3}
-    verdicts = [f["reproduced_by_protocol"]["token"] for f in agg["findings"]]
-    # F-Learning-FT (λ 1): R +10, G +10 but L −10 > 2 points → no; F-Learning-LoRA (λ 0.3): G +0 → no;
-    # LoRA−FT (λ 0.3) trails F-Learning-FT by 1 point on R and G → close
-    assert verdicts == [False, False, True]
-    assert "R +10.0, G +10.0, L -10.0" in agg["findings"][0]["this_run"]
+    verdicts = [f["verdict_by_protocol"]["token"] for f in agg["findings"]]
+    # F-Learning-FT (λ 1): R +10, G +10 but L −10, below −2 points → contradicted; F-Learning-LoRA (λ 0.3): G +0, neither
+    # above nor below 0 → inconclusive; LoRA−FT (λ 0.3) trails F-Learning-FT by 1 point on R and G, above −2 → reproduced
+    assert verdicts == ["contradicted", "inconclusive", "reproduced"]
+    first = agg["findings"][0]
+    assert "R +10.0 [+10.0, +10.0], G +10.0 [+10.0, +10.0], L -10.0 [-10.0, -10.0]" in first["this_run"]
+    assert (first["estimate"], first["ci"], first["verdict"]) == (pytest.approx(-10), [pytest.approx(-10)] * 2, "contradicted")
+    assert [p["label"] for p in first["parts"]] == ["R (token)", "G (token)", "L (token)"] and first["parts"][2]["threshold"] == -2

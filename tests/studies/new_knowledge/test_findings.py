@@ -1,7 +1,9 @@
 """The new-knowledge study's findings (Gekhman et al. 2024) on hand-made runs: a made-up study in which
 test accuracy is exactly Acc = β0 + β_kn·N_kn/|D| + β_unk·N_unk/|D| of the fitted examples, so every
-aggregate is known by hand; each of the seven findings comes out True in a paper-like world, False when
-its premise is reversed, and None (n/a) when the sets it needs were not trained."""
+aggregate is known by hand; every run answers the same test questions, the first round(acc·n) of them
+right, so runs are paired by difficulty. Each of the seven findings is reproduced in a paper-like world,
+contradicted when its premise is reversed clearly, and inconclusive when the difference is within its
+interval or the sets it needs were not trained."""
 
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ import pytest
 
 from knowtune.studies.new_knowledge.findings import analyse
 from knowtune.studies.registry import get_study
+from knowtune.studies.verdicts import CONTRADICTED as C
+from knowtune.studies.verdicts import INCONCLUSIVE as I
+from knowtune.studies.verdicts import REPRODUCED as R
 
 KNOWN = ("HighlyKnown", "MaybeKnown", "WeaklyKnown")
 SIZE = 100  # |D| of every D_x
+QUESTIONS = 200  # test questions answered by every run
 CLAIMS = ["Unknown examples are fitted more slowly", "Test accuracy at convergence falls", "Early stopping limits",
           "Accuracy rises with fitted Known", "Filtering out Unknown", "Relabelling Unknown", "Fine-tuning on MaybeKnown"]
 
@@ -27,7 +33,7 @@ def _run(sizes: dict[str, int], fits: list[dict[str, float]], world: dict, idk: 
     from the world's linear model (percent); EARLY_STOP is epoch 1, CONVERGENCE the last."""
     b0, bkn, bunk = world["betas"]
     size = sum(sizes.values())
-    metrics = []
+    metrics, outcomes = [], {}
     for epoch, fit in enumerate(fits, start=1):
         fitted = {g: round(fit[g] * n) for g, n in sizes.items()}
         kn, unk = sum(fitted.get(g, 0) for g in KNOWN) / size, fitted.get("Unknown", 0) / size
@@ -37,11 +43,26 @@ def _run(sizes: dict[str, int], fits: list[dict[str, float]], world: dict, idk: 
                 "answered_accuracy": acc, "answered_share": 1.0, "hallucination_rate": 1 - acc}
         if idk is not None:  # D_IDK abstains on a third of the questions and is right more often on the rest
             test.update(answered_accuracy=idk, answered_share=0.6, hallucination_rate=0.6 * (1 - idk))
+        outcomes[epoch] = {"test": _answers(acc, idk), "fit": _fitted(sizes, fitted)}
         metrics.append({"epoch": epoch, "train_loss": 1.0 / epoch, "dev_accuracy": acc, "test_accuracy": acc,
                         "ood_accuracy": acc - 0.05, "test": test, "ood": {**test, "accuracy": acc - 0.05},
                         "fit_by_group": {g: fitted[g] / n for g, n in sizes.items()}, "fitted_by_group": fitted,
                         "group_sizes": dict(sizes)})
-    return {"metrics": metrics, "early_stop_epoch": 1, "convergence_epoch": len(fits), "size": size}
+    return {"metrics": metrics, "early_stop_epoch": 1, "convergence_epoch": len(fits), "size": size, "outcomes": outcomes}
+
+
+def _answers(acc: float, idk: float | None, n: int = QUESTIONS) -> dict:
+    """Per test question: the first round(acc·n) are answered right (so runs are paired by difficulty);
+    D_IDK answers the first 60 % and is right on round(idk·60 %) of them."""
+    if idk is None:
+        return {f"q{i}": {"correct": i < round(acc * n), "abstained": False} for i in range(n)}
+    answered = round(0.6 * n)
+    return {f"q{i}": {"correct": i < round(idk * answered), "abstained": i >= answered} for i in range(n)}
+
+
+def _fitted(sizes: dict[str, int], fitted: dict[str, int]) -> dict:
+    """Per training example: the first `fitted[g]` examples of each group are fitted."""
+    return {f"{g}{i}": {"group": g, "fitted": i < fitted[g]} for g, n in sizes.items() for i in range(n)}
 
 
 def _fits(sizes: dict[str, int], known: tuple[float, float], unknown: tuple[float, float]) -> list[dict[str, float]]:
@@ -55,7 +76,7 @@ def _mixture(x: int, known_only: bool = False) -> dict[str, int]:
 
 
 def world(betas=(40.0, 10.0, -20.0), known_fit=(0.8, 1.0), unknown_fit=(0.2, 1.0), d50_known_fit=None, d50_unknown_fit=None,
-          hk_fit=(0.7, 0.9), mk_fit=(0.8, 1.0), idk=(0.6, 0.7), seeds=2, drop=()) -> dict:
+          hk_fit=(0.4, 0.6), mk_fit=(0.8, 1.0), idk=(0.6, 0.7), seeds=2, drop=()) -> dict:
     """seed → set name → run, for every set the study trains (less `drop`); the world's defaults are paper-like:
     Known fitted before Unknown, accuracy falling with fitted Unknown, MaybeKnown best, D_IDK accurate when it answers."""
     w = {"betas": betas}
@@ -76,16 +97,16 @@ def world(betas=(40.0, 10.0, -20.0), known_fit=(0.8, 1.0), unknown_fit=(0.2, 1.0
     return runs
 
 
-def verdicts(cfg, runs, probed=None) -> list[bool | None]:
+def verdicts(cfg, runs, probed=None) -> list[str]:
     results = analyse(cfg, probed or {"test": [{}] * 10}, runs)
     assert [f["claim"].startswith(c) for f, c in zip(results["findings"], CLAIMS)] == [True] * 7
-    return [f["reproduced"] for f in results["findings"]]
+    return [f["verdict"] for f in results["findings"]]
 
 
 def test_a_paper_like_world_reproduces_every_finding_with_numbers_by_hand(cfg):
     results = analyse(cfg, {"test": [{}] * 96, "dev": [{}] * 32}, world())
     assert results["sizes"] == {"test": 96, "dev": 32}
-    assert [f["reproduced"] for f in results["findings"]] == [True] * 7
+    assert [f["verdict"] for f in results["findings"]] == [R] * 7
     agg, f = results["aggregate"], results["findings"]
     # accuracy at convergence, everything fitted: 40 + 10·(1 − x) − 20·x = 50 − 30·x (x the Unknown share)
     conv = agg["accuracy_vs_unknown"]["D"]["convergence"]
@@ -95,9 +116,11 @@ def test_a_paper_like_world_reproduces_every_finding_with_numbers_by_hand(cfg):
     # early stop: 80 % of Known and 20 % of Unknown fitted: D_0 48 → 50 (−2 drop... a rise), D_100 36 → 20 (16 drop)
     es = agg["accuracy_vs_unknown"]["D"]["early_stop"]
     assert es[0]["mean"] == pytest.approx(0.48) and es[100]["mean"] == pytest.approx(0.36)
-    assert "0% Unknown: 48.0 ± 0.0 → 50.0 ± 0.0; 100% Unknown: 36.0 ± 0.0 → 20.0 ± 0.0" == f[2]["this_run"]
+    assert f[2]["this_run"].startswith("0% Unknown: 48.0 ± 0.0 → 50.0 ± 0.0; 100% Unknown: 36.0 ± 0.0 → 20.0 ± 0.0; "
+                                       "drop at 100 % − drop at 0 %: +18.0 [")
+    assert f[2]["estimate"] == pytest.approx(18) and f[2]["ci"][0] > 0 and f[2]["detectable"] > 0
     # D_50: Known fit 0.8 then 1.0, Unknown 0.2 then 1.0 → Known − Unknown averages (0.6 + 0) / 2 = 30 points
-    assert f[0]["this_run"].startswith("Known − Unknown fit, mean over epochs: 30.0 ± 0.0 points")
+    assert f[0]["this_run"].startswith("Known − Unknown fit, mean over epochs: +30.0 [") and f[0]["estimate"] == pytest.approx(30)
     assert "epochs to 50 % fit: Known [1, 1], Unknown [2, 2]" in f[0]["this_run"]
     curves = agg["fit_curves"]["D_50"]
     assert curves["Known"][1]["mean"] == pytest.approx(0.8) and curves["Unknown"][1]["mean"] == pytest.approx(0.2)
@@ -110,36 +133,40 @@ def test_a_paper_like_world_reproduces_every_finding_with_numbers_by_hand(cfg):
     assert agg["linear_model"]["test"]["per_seed"]["beta_kn"] == {"mean": pytest.approx(10), "std": pytest.approx(0), "n": 2}
     assert "pooled β0 40.0, β_kn 10.0, β_unk -20.0, R² 1.00 (48 points)" in f[3]["this_run"]
     # D_Known_x is all Known, fully fitted at convergence: 50, against D's 50 − 30·x
-    assert "D_Known − D at convergence: 25%: +7.5, 50%: +15.0, 75%: +22.5" == f[4]["this_run"]
+    assert f[4]["this_run"].startswith("D_Known − D at convergence: 25%: +7.5, 50%: +15.0, 75%: +22.5; mean +15.0 [")
     # D_IDK answers 60 % of the questions, 60 % and 70 % right over the seeds; D_50 at early stop: 40 + 4 − 2 = 42
     idk = agg["idk"]
     assert idk["D_50"]["early_stop"]["accuracy"]["mean"] == pytest.approx(0.42)
     assert idk["D_IDK"]["early_stop"]["answered_accuracy"] == {"mean": pytest.approx(0.65), "std": pytest.approx(np.std([0.6, 0.7], ddof=1)), "n": 2}
     assert f[5]["this_run"] == "D_50: 42.0 ± 0.0 on all; D_IDK: 65.0 ± 7.1 on the 60.0 ± 0.0 % answered"
-    # Table 2: MaybeKnown fitted 0.8 / 1.0 → 48 / 50; HighlyKnown 0.7 / 0.9 → 47 / 49
+    # Table 2: MaybeKnown fitted 0.8 / 1.0 → 48 / 50; HighlyKnown 0.4 / 0.6 → 44 / 46
     t2 = agg["table2"]
     assert t2["D_MaybeKnown"]["convergence"]["all"]["mean"] == pytest.approx(0.50)
-    assert t2["D_HighlyKnown"]["early_stop"]["all"]["mean"] == pytest.approx(0.47)
+    assert t2["D_HighlyKnown"]["early_stop"]["all"]["mean"] == pytest.approx(0.44)
     assert t2["D_Unknown"]["convergence"]["all"]["mean"] == pytest.approx(0.20)  # D_Unknown is D_100
-    assert t2["D_HighlyKnown"]["convergence"]["Unknown"]["mean"] == pytest.approx(0.049)
-    assert "early_stop: D_MaybeKnown 48.0 ± 0.0 vs D_HighlyKnown 47.0 ± 0.0" in f[6]["this_run"]
+    assert t2["D_HighlyKnown"]["convergence"]["Unknown"]["mean"] == pytest.approx(0.046)
+    assert "early_stop: D_MaybeKnown 48.0 ± 0.0 vs D_HighlyKnown 44.0 ± 0.0 (difference +4.0 [" in f[6]["this_run"]
+    # 8 of the 200 questions differ: a draw holds Binomial(200, 0.04) of them, sd 2.8 questions = 1.4 points
+    low, high = f[6]["parts"][0]["ci"]
+    assert 4.0 - 2 * 1.4 - 0.6 <= low <= 4.0 - 2 * 1.4 + 0.6 and 4.0 + 2 * 1.4 - 0.6 <= high <= 4.0 + 2 * 1.4 + 0.6
     assert results["diverged"] == {} and set(results["runs"]) == {"seed0", "seed1"}
 
 
 @pytest.mark.parametrize("changes, expect", [
     # Unknown fitted faster than Known in D_50
-    ({"d50_known_fit": (0.3, 1.0), "d50_unknown_fit": (0.9, 1.0)}, [False, True, True, True, True, True, True]),
+    ({"d50_known_fit": (0.3, 1.0), "d50_unknown_fit": (0.9, 1.0)}, [C, R, R, R, R, R, R]),
     # accuracy rises with fitted Unknown and falls with fitted Known: β signs reversed
-    ({"betas": (40.0, -10.0, 20.0)}, [True, False, False, False, False, True, False]),
+    ({"betas": (40.0, -10.0, 20.0)}, [R, C, C, C, C, R, C]),
     # fitted Unknown helps, less than fitted Known: accuracy still falls with the Unknown share (50 − 5·x), but
-    # β_unk > 0, and early stopping no longer helps (D_100 41 → 45 rises more than D_0 48 → 50)
-    ({"betas": (40.0, 10.0, 5.0)}, [True, True, False, False, True, True, True]),
-    # D_IDK is no more accurate on what it answers than D_50 on everything (42)
-    ({"idk": (0.40, 0.41)}, [True, True, True, True, True, False, True]),
+    # β_unk > 0, and early stopping no longer helps (D_100 41 → 45 rises more than D_0 48 → 50): a 2-point
+    # difference on 200 questions, inside its interval, so inconclusive rather than contradicted
+    ({"betas": (40.0, 10.0, 5.0)}, [R, R, I, C, R, R, R]),
+    # D_IDK is less accurate on what it answers (30 and 32 %) than D_50 on everything (42 %)
+    ({"idk": (0.30, 0.32)}, [R, R, R, R, R, C, R]),
     # HighlyKnown beats MaybeKnown
-    ({"hk_fit": (0.8, 1.0), "mk_fit": (0.7, 0.9)}, [True, True, True, True, True, True, False]),
-    # equal at early stop: "beats" needs both stages
-    ({"hk_fit": (0.8, 0.9), "mk_fit": (0.8, 1.0)}, [True, True, True, True, True, True, False]),
+    ({"hk_fit": (0.8, 1.0), "mk_fit": (0.4, 0.6)}, [R, R, R, R, R, R, C]),
+    # equal at early stop: "beats" needs both stages, and no difference is no evidence either way
+    ({"hk_fit": (0.8, 0.9), "mk_fit": (0.8, 1.0)}, [R, R, R, R, R, R, I]),
 ])
 def test_reversed_premises_are_not_reproduced(cfg, changes, expect):
     assert verdicts(cfg, world(**changes)) == expect
@@ -156,16 +183,16 @@ def test_accuracy_rising_with_unknown_gives_a_positive_slope(cfg):
 @pytest.mark.parametrize("drop, expect", [
     # nothing trained: nothing to say
     (["D_0", "D_25", "D_50", "D_75", "D_100", "D_Known_25", "D_Known_50", "D_Known_75", "D_HighlyKnown", "D_MaybeKnown",
-      "D_WeaklyKnown", "D_Natural", "D_IDK"], [None] * 7),
+      "D_WeaklyKnown", "D_Natural", "D_IDK"], [I] * 7),
     # no D_50: no fit gap, and the IDK comparison has no D to compare with
-    (["D_50", "D_Known_50"], [None, True, True, True, True, None, True]),
-    (["D_IDK"], [True, True, True, True, True, None, True]),
-    (["D_Known_25", "D_Known_50", "D_Known_75"], [True, True, True, True, None, True, True]),
-    (["D_MaybeKnown"], [True, True, True, True, True, True, None]),
-    (["D_HighlyKnown"], [True, True, True, True, True, True, None]),
+    (["D_50", "D_Known_50"], [I, R, R, R, R, I, R]),
+    (["D_IDK"], [R, R, R, R, R, I, R]),
+    (["D_Known_25", "D_Known_50", "D_Known_75"], [R, R, R, R, I, R, R]),
+    (["D_MaybeKnown"], [R, R, R, R, R, R, I]),
+    (["D_HighlyKnown"], [R, R, R, R, R, R, I]),
     # D_0 and D_100 alone: the slope and the early-stop gap still stand
     (["D_25", "D_50", "D_75", "D_Known_25", "D_Known_50", "D_Known_75", "D_HighlyKnown", "D_MaybeKnown", "D_WeaklyKnown",
-      "D_Natural", "D_IDK"], [None, True, True, True, None, None, None]),
+      "D_Natural", "D_IDK"], [I, R, R, R, I, I, I]),
 ])
 def test_missing_sets_give_no_verdict(cfg, drop, expect):
     assert verdicts(cfg, world(drop=drop)) == expect
@@ -178,7 +205,7 @@ def test_too_few_points_for_the_linear_model(cfg):
     runs[0]["D_50"]["convergence_epoch"] = 1
     results = analyse(cfg, {"test": [{}]}, runs)
     assert results["aggregate"]["linear_model"]["test"]["pooled"]["beta_kn"] is None
-    assert results["findings"][3]["reproduced"] is None and results["findings"][3]["this_run"] == "n/a"
+    assert results["findings"][3]["verdict"] == I and results["findings"][3]["this_run"] == "n/a"
 
 
 def test_diverged_runs_are_left_out_and_listed(cfg):
@@ -187,7 +214,7 @@ def test_diverged_runs_are_left_out_and_listed(cfg):
     runs[0]["D_IDK"] = {**runs[0]["D_IDK"], "diverged": "loss became inf at epoch 2"}
     results = analyse(cfg, {"test": [{}]}, runs)
     assert results["diverged"] == {"seed0/D_IDK": "loss became inf at epoch 2", "seed1/D_IDK": "loss became nan at epoch 1"}
-    assert results["findings"][5]["reproduced"] is None  # no D_IDK run finished
+    assert results["findings"][5]["verdict"] == I  # no D_IDK run finished
     assert results["aggregate"]["idk"]["D_IDK"]["early_stop"]["accuracy"]["n"] == 0
 
 
@@ -203,11 +230,21 @@ def test_out_of_distribution_test_set(cfg):
 
 def test_a_falling_slope_without_d0_or_d100_is_no_verdict(cfg):
     # D_25, D_50, D_75 give a falling slope (−30 points); D_100 below D_0 cannot be checked: the slope alone, or n/a
-    assert verdicts(cfg, world(drop=["D_0", "D_100"]))[1] in (True, None)
+    assert verdicts(cfg, world(drop=["D_0", "D_100"]))[1] in (R, I)
 
 
 def test_a_diverged_d50_beside_a_finished_d_known_50(cfg):
     runs = world()
     for by in runs.values():
         by["D_50"] = {"metrics": [], "diverged": "loss became nan at epoch 1", "size": SIZE}
-    assert verdicts(cfg, runs)[4] is True  # D_Known − D at 25 % and 75 % still stand
+    assert verdicts(cfg, runs)[4] == R  # D_Known − D at 25 % and 75 % still stand
+
+
+def test_runs_without_per_question_outputs_give_no_interval_and_say_so(cfg):
+    runs = world(seeds=1)
+    for run in runs[0].values():
+        del run["outcomes"]  # a run directory written before knowtune stored per-question outputs
+    results = analyse(cfg, {"test": [{}]}, runs)
+    assert [(f["verdict"], f["ci"]) for f in results["findings"]] == [(I, None)] * 7
+    assert results["caveats"] and "no per-question outputs" in results["caveats"][0]
+    assert analyse(cfg, {"test": [{}]}, world(seeds=1))["caveats"] == []

@@ -46,6 +46,22 @@ def test_slick_recipe_end_to_end(tiny_tokenizer, tmp_path, monkeypatch):
     assert (tmp_path / "study" / "report.html").read_text().startswith("<!doctype html>")
     saved = json.loads((tmp_path / "study" / "results.json").read_text())
     assert saved["sizes"] == {"train": 48, "dev": 8, "test": 12, "ood": 6}
-    assert len(saved["findings"]) == 7 and all(set(f) == {"claim", "paper", "this_run", "reproduced"} for f in saved["findings"])
+    assert len(saved["findings"]) == 7
+    for f in saved["findings"]:
+        assert set(f) >= {"claim", "paper", "this_run", "estimate", "ci", "verdict", "rule", "detectable"}
+        assert f["verdict"] in ("reproduced", "contradicted", "inconclusive")
+        assert f["estimate"] is None or f["ci"][0] <= f["estimate"] <= f["ci"][1]
+    assert sum(f["ci"] is not None for f in saved["findings"]) >= 6  # every finding but, maybe, a degenerate one
+    assert saved["schema_version"] == 2 and saved["bootstrap"]["replicates"] > 0
+    # the per-question outputs the findings were computed from stay in the run directories
+    run = tmp_path / "study" / "runs" / "seed0" / "D_50"
+    answers = [json.loads(line) for line in (run / "predictions" / "epoch1.jsonl").read_text().splitlines()]
+    assert {a["part"] for a in answers} == {"dev", "test", "ood"} and len([a for a in answers if a["part"] == "test"]) == 12
+    assert len((run / "predictions" / "fit_epoch2.jsonl").read_text().splitlines()) == 4
+    assert "outcomes" not in saved["runs"]["seed0"]["D_50"]
+    # rerunning on the finished directory rebuilds results.json and the report from the stored outputs
+    (tmp_path / "study" / "results.json").unlink()
+    again = run_study(cfg, tmp_path / "study", progress=False)
+    assert [f["ci"] for f in again["findings"]] == [f["ci"] for f in saved["findings"]]
     assert set(saved["runs"]["seed0"]) >= {"D_0", "D_100", "D_Natural", "D_IDK"}
     assert results["aggregate"]["linear_model"]["test"]["pooled"]["n_points"] > 0

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from scipy.stats import binom, binomtest
 
 from knowtune.data.multiple_choice import MCQuestion, load_mmlu
 from knowtune.errors import ConfigError, KnowtuneError
@@ -66,17 +68,27 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(mmlu_inputs, tmp_pa
     for r in sa + inc:
         q = questions[r["id"]]
         assert r["prompt"] == f"Q: {q.question}\nA:" and r["target"] == f" {q.options[r['label']]}\n"
-    claims = [f["claim"] for f in saved["findings"]]
-    assert [c.split()[0] for c in claims[:3]] == ["Harmonious", "Self-aligning", "Sets"]
-    assert claims[3:9] == [f"{s} > Incompatible on {x}" for s in ("Harmonious", "Self-aligning") for x in ("HOMO", "ID", "OOD")]
-    assert claims[9] == "The base model is above chance (25 %) under cloze (summed option log-probability) scoring"
-    assert saved["findings"][9]["reproduced"] == base["pool"]["above_chance"]
-    assert all(f["reproduced"] in (True, False, None) for f in saved["findings"])
+    # one finding per claim and split, the consistency claim, the base model against chance
+    found = saved["findings"]
+    assert [f["claim"] for f in found[:6]] == [f"{s} > Incompatible on {x}" for s in ("Harmonious", "Self-aligning")
+                                               for x in ("HOMO", "ID", "OOD")]
+    assert found[6]["claim"].startswith("Sets that keep") and len(found) == 8
+    assert found[7]["claim"] == "The base model is above chance (25 %) under cloze (summed option log-probability) scoring"
+    assert (found[7]["verdict"] == "reproduced") == base["pool"]["above_chance"]
+    assert found[7]["estimate"] == pytest.approx((base["pool"]["accuracy"] - 0.25) * 100)
+    assert all(f["verdict"] in ("reproduced", "contradicted", "inconclusive") and f["rule"] for f in found)
+    assert all(f["ci"] is not None and f["ci"][0] <= f["estimate"] <= f["ci"][1] for f in found[:6] + found[7:])
+    assert saved["schema_version"] == 2 and "outcomes" not in saved["runs"]["seed0"]["harmonious"]
+    # the consistency claim's interval is rebuilt from per-question predictions: its estimate is the r of the tables
+    cells = [(saved["consistency"]["convergence"][n][x]["rank_correlation"]["mean"], table[n][x]["change"]["mean"])
+             for n in table for x in ("homo", "id", "ood")]
+    assert found[6]["estimate"] == pytest.approx(np.corrcoef(*np.array(cells).T)[0, 1])
+    assert found[6]["ci"][0] <= found[6]["estimate"] <= found[6]["ci"][1] and found[6]["units"] == "Pearson r"
     # per-question option probabilities and correctness, base and every epoch, for intervals computed later
     base_rows = [json.loads(line) for line in (out / "base" / "predictions.jsonl").read_text().splitlines()]
     assert len(base_rows) == sum(b["n"] for b in base.values()) and all(len(r["probs"]) == 4 and "correct" in r for r in base_rows)
     run = out / "runs" / "seed0" / "harmonious"
-    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch1.jsonl", "epoch2.jsonl"]
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["epoch1.jsonl", "epoch2.jsonl", "fit_epoch1.jsonl", "fit_epoch2.jsonl"]
 
     # re-running resumes: nothing is trained or probed again
     stamp = (run / "predictions" / "epoch2.jsonl").stat().st_mtime_ns
@@ -102,7 +114,8 @@ def test_lora_and_mixtures(mmlu_inputs, tmp_path, monkeypatch):
     assert mix["label_source"]["model"] == round(mix["size"] / 2)
     # without a dev set EARLY_STOP is the last epoch, never picked on a test set
     assert all(r["early_stop_epoch"] == r["convergence_epoch"] for r in results["runs"]["seed0"].values())
-    assert [f["reproduced"] for f in results["findings"][:2]] == [None, None]  # harmonious / self-aligning not trained
+    # harmonious / self-aligning not trained
+    assert [(f["verdict"], f["estimate"]) for f in results["findings"][:6]] == [("inconclusive", None)] * 6
 
 
 def test_bad_requests_stop_with_a_message(mmlu_inputs):
@@ -143,19 +156,39 @@ def _q(i: int, answer: int) -> MCQuestion:
     return MCQuestion(f"q{i}", "s", "d", f"Q{i}?", ("a", "b", "c", "d"), answer)
 
 
+SHARE_KEPT = {"harmonious": 0.95, "incompatible": 0.60, "self_aligning": 0.85}  # questions whose option ranking is kept
+
+
 def _row(epoch: int, acc: dict[str, float], rank: float) -> dict:
     return {"epoch": epoch, "fit": 1.0, "eval": {s: {"accuracy": a, "change": a - 0.3, "consistency": {
         "rank_correlation": rank, "kl_divergence": 0.1, "same_prediction": 0.5}} for s, a in acc.items()}}
 
 
+BASE_PROBS = [0.4, 0.3, 0.2, 0.1]
+
+
+def _answers(acc: dict[str, float], kept: float, n: int = 100) -> dict:
+    """Per split, n questions of which the first round(acc·n) are right (sets are paired by question difficulty),
+    and a spread-out share `kept` of them keeps the base model's option ranking (rank correlation 1, else −1)."""
+    return {s: {f"q{i}": {"correct": i < round(a * n), "probs": BASE_PROBS if (i * 37) % n < round(kept * n)
+                          else BASE_PROBS[::-1]} for i in range(n)} for s, a in acc.items()}
+
+
+def _base_rows(n: int = 100) -> dict:
+    """The base model right on the first 30 of each split's questions (accuracy 0.3, as `_row` assumes)."""
+    return {s: {f"q{i}": {"correct": i < 30, "probs": BASE_PROBS} for i in range(n)} for s in ("homo", "id", "ood")}
+
+
 def _runs(gaps_by_seed: list[tuple[float, float]]) -> dict:
-    """Per seed: harmonious and self-aligning above incompatible by the given gaps on every split."""
+    """Per seed: harmonious and self-aligning above incompatible by the given gaps on every split; rankings kept
+    on SHARE_KEPT of the questions, so each set's mean rank correlation is 2 · share − 1 (0.9, 0.2, 0.7)."""
     runs = {}
     for seed, (h, s) in enumerate(gaps_by_seed):
         base = {"homo": 0.3, "id": 0.3, "ood": 0.3}
-        runs[seed] = {name: {"metrics": [_row(1, {k: v + gap for k, v in base.items()}, rank)], "early_stop_epoch": 1,
-                             "convergence_epoch": 1}
-                      for name, gap, rank in (("harmonious", h, 0.9), ("incompatible", 0.0, 0.2), ("self_aligning", s, 0.7))}
+        runs[seed] = {name: {"metrics": [_row(1, {k: v + gap for k, v in base.items()}, 2 * SHARE_KEPT[name] - 1)],
+                             "early_stop_epoch": 1, "convergence_epoch": 1,
+                             "outcomes": {1: _answers({k: v + gap for k, v in base.items()}, SHARE_KEPT[name])}}
+                      for name, gap in (("harmonious", h), ("incompatible", 0.0), ("self_aligning", s))}
     return runs
 
 
@@ -165,29 +198,50 @@ def test_findings_on_hand_made_numbers():
     runs = _runs([(0.10, 0.05), (0.12, -0.01), (0.08, 0.02)])
     table, cons = accuracy_table(runs, "convergence"), consistency_table(runs, "convergence")
     assert paired_gap(runs, "harmonious", "incompatible", "ood") == pytest.approx({"mean": 0.10, "std": 0.02, "n": 3})
-    got = findings(runs, table, cons)
-    assert got[0]["reproduced"] is True and got[0]["per_split"] == {"homo": True, "id": True, "ood": True}
-    assert "HOMO +10.0 ± 2.0" in got[0]["this_run"] and got[0]["paper"].startswith("+11.27 HOMO / +14.58 ID / +14.57 OOD")
-    assert got[1]["reproduced"] is True and "within one std over seeds on HOMO, ID, OOD" in got[1]["this_run"]
-    assert got[2]["reproduced"] is True and "Pearson r = +" in got[2]["this_run"]  # more consistent sets scored higher
-    assert not any(f["base_at_chance"] for f in got)
-    # split by split, the paper's number beside this run's
-    homo = got[3]
+    got = findings(runs, table, cons, base_rows=_base_rows())
+    assert len(got) == 7  # no base row without `base`
+    # one finding per claim and split, the paper's gap beside this run's, each with its own interval
+    homo = got[0]
     assert homo["claim"] == "Harmonious > Incompatible on HOMO" and homo["paper"] == "+11.27 points"
-    assert homo["this_run"] == "+10.0 ± 2.0 points (3 seeds)" and homo["reproduced"] is True and homo["split"] == "homo"
-    assert [f["reproduced"] for f in got[3:9]] == [True] * 6 and len(got) == 9  # no base row without `base`
+    assert homo["this_run"] == "+10.0 ± 2.0 points at convergence (3 seeds)" and homo["split"] == "homo"
+    assert homo["estimate"] == pytest.approx(10) and homo["ci"][0] > 0 and homo["detectable"] > 0
+    assert [f["verdict"] for f in got[:3]] == ["reproduced"] * 3
+    assert [f["claim"] for f in got[3:6]] == [f"Self-aligning > Incompatible on {x}" for x in ("HOMO", "ID", "OOD")]
+    assert got[5]["paper"] == "+6.97 points"
+    # self-aligning: +5, −1, +2 points over the seeds, within the spread: neither direction shows
+    assert all(f["verdict"] == "inconclusive" and f["ci"][0] < 0 < f["ci"][1] for f in got[3:6])
+    # consistency: the more consistent sets gained more; the per-question bootstrap's estimate is the tables' r
+    c = got[6]
+    cells = [(cons[n][x]["rank_correlation"]["mean"], table[n][x]["change"]["mean"]) for n in table for x in ("homo", "id", "ood")]
+    assert c["estimate"] == pytest.approx(np.corrcoef(*np.array(cells).T)[0, 1]) and c["units"] == "Pearson r"
+    assert c["verdict"] == "reproduced" and 0 < c["ci"][0] < c["estimate"] and f"Pearson r = {c['estimate']:+.2f} [" in c["this_run"]
+    assert not any(f["base_at_chance"] for f in got)
+    # without the base model's per-question predictions the correlation has no interval
+    bare = findings(runs, table, cons)[6]
+    assert bare["verdict"] == "inconclusive" and bare["ci"] is None and "no per-question predictions" in bare["this_run"]
+
+    # the base model against chance: the exact binomial test decides, the estimate is accuracy − 25 with a Wilson interval
     good = chance_check([MCPrediction(_q(i, i % 4), i % 4 if i % 2 else (i + 1) % 4, (0.25,) * 4) for i in range(80)])
     poor = chance_check([MCPrediction(_q(i, i % 4), i % 4 if i % 4 == 0 else (i + 1) % 4, (0.25,) * 4) for i in range(80)])
+    never = chance_check([MCPrediction(_q(i, i % 4), i % 4 if i % 10 == 0 else (i + 1) % 4, (0.25,) * 4) for i in range(80)])
     with_base = findings(runs, table, cons, base={"pool": good, "homo": good, "id": poor, "ood": good}, protocol="cloze (x)")
     last = with_base[-1]
-    assert last["claim"] == "The base model is above chance (25 %) under cloze (x) scoring" and last["reproduced"] is True
+    assert last["claim"] == "The base model is above chance (25 %) under cloze (x) scoring" and last["verdict"] == "reproduced"
     assert last["this_run"].startswith("50.0 % of 80 pool questions, one-sided binomial p = ") and "ID 25.0 % (p = " in last["this_run"]
-    assert last["p_value"] == pytest.approx(binomial_tail(40, 80))
-    assert findings(runs, table, cons, base={"pool": poor, "homo": poor, "id": poor, "ood": poor})[-1]["reproduced"] is False
+    assert last["p_value"] == pytest.approx(binomial_tail(40, 80)) and "binomial test" in last["rule"]
+    assert last["estimate"] == pytest.approx(25) and last["ci"] == pytest.approx([(lo - 0.25) * 100 for lo in
+                                                                                 binomtest(40, 80).proportion_ci(method="wilson")])
+    at_chance = findings(runs, table, cons, base={"pool": poor, "homo": poor, "id": poor, "ood": poor})[-1]
+    assert at_chance["verdict"] == "inconclusive" and at_chance["ci"][0] < 0 < at_chance["ci"][1]
+    below = findings(runs, table, cons, base={"pool": never, "homo": never, "id": never, "ood": never})[-1]
+    assert below["verdict"] == "contradicted" and below["p_below"] < 0.05
+    assert below["p_below"] == pytest.approx(binom.cdf(8, 80, 0.25))
+
     one = _runs([(-0.05, 0.01)])
-    worse = findings(one, accuracy_table(one, "convergence"), consistency_table(one, "convergence"), base_at_chance=True)
-    assert worse[0]["reproduced"] is False and worse[0]["per_split"]["homo"] is False and "1 seed)" in worse[0]["this_run"]
-    assert worse[2]["reproduced"] is False  # the most consistent set (harmonious) now scored lowest
+    worse = findings(one, accuracy_table(one, "convergence"), consistency_table(one, "convergence"), base_at_chance=True,
+                     base_rows=_base_rows())
+    assert worse[0]["verdict"] == "contradicted" and "1 seed)" in worse[0]["this_run"]
+    assert worse[6]["verdict"] == "contradicted" and worse[6]["ci"][1] < 0  # the most consistent set now scored lowest
     assert all(f["base_at_chance"] and f["this_run"].endswith("no evidence either way") for f in worse)
 
 
