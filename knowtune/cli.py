@@ -15,8 +15,23 @@ from typer.core import TyperGroup
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.settings import parse_overrides, validated, with_overrides
 
+
+class _Interrupted(Exception):
+    """Ctrl-C during a command, carried past typer (which would turn it into a silent exit 130) to main."""
+
+
+class _AppGroup(TyperGroup):
+    """The top-level group: a KeyboardInterrupt from any command reaches `main` as _Interrupted."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Knowledge-aware fine-tuning of language models."
+    cls=_AppGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Knowledge-aware fine-tuning of language models."
 )
 data_app = typer.Typer(no_args_is_help=True, help="List and inspect QA datasets.")
 app.add_typer(data_app, name="data")
@@ -100,6 +115,7 @@ def curate(
     from knowtune.files import (
         atomic_write_json,
         atomic_write_jsonl,
+        check_or_write_manifest,
         sha256_file,
         versions,
     )
@@ -111,13 +127,16 @@ def curate(
     if size > len(records):  # say which file, before study_sets refuses the same request
         raise ConfigError(f"--size {size} is more than the {len(records)} probe records in {probe}")
     sets = study_sets(records, size, seed, idk_unknown_percent)
-    for name, rows in sets.items():
-        atomic_write_jsonl(out / f"{name}.jsonl", [r.to_dict() for r in rows])
     manifest = {name: describe_set(rows) for name, rows in sets.items()}
     prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
-    atomic_write_json(out / "manifest.json", {  # written last: the sets are complete once it exists
-        "probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
-        "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest})
+    record = {"probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
+              "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest}
+    # The resume guard before any set is (re)written; the manifest is written last: the sets are complete once it exists.
+    check_or_write_manifest(out / "manifest.json", record, "curated sets", ("probe_sha256", "size", "seed", "idk_unknown_percent"),
+                            write=False)
+    for name, rows in sets.items():
+        atomic_write_jsonl(out / f"{name}.jsonl", [r.to_dict() for r in rows])
+    atomic_write_json(out / "manifest.json", record)
     console.print(sets_table(manifest, f"training sets (|D| = {size}, seed {seed})"))
 
 
@@ -174,7 +193,8 @@ def update(
     from knowtune.update.flearning import run_update
     from knowtune.update.flearning_config import FLearningConfig
 
-    cfg = validated(FLearningConfig, with_overrides({"method": method, "lam": lam}, parse_overrides(set_)), "update settings")
+    cfg = validated(FLearningConfig, with_overrides({"method": method, "lam": lam}, parse_overrides(set_)), "update settings",
+                    {"lam": "--lambda", "method": "--method"})
     run_update(model, resolve_edits(edits).examples, cfg, out)
     console.print(f"edited model: {out / 'learn' / 'convergence'}   summary: {out / 'update.json'}")
 
@@ -205,14 +225,14 @@ def evaluate(
         if any(p not in PROTOCOLS for p in protocols):
             raise ConfigError(f"unknown edit-metric protocol {protocol!r}; use token, exact or both")
         result = evaluate_edited_model(model, edits, protocols, reference_model)
+        console.print_json(data=result["scores"])  # before writing: a failed write loses nothing computed
         if out is not None:
             atomic_write_json(out, result)
-        console.print_json(data=result["scores"])
         return
     if mc is not None:
         if out is None:
             raise ConfigError("--mc needs --out, the directory for predictions.jsonl and summary.json")
-        print_mc_summary(*evaluate_mc(model, mc, out, k_shot, seed), out)
+        evaluate_mc(model, mc, out, k_shot, seed)
         return
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.models import load_model
@@ -223,29 +243,25 @@ def evaluate(
     lm = load_model(model)
     check_inputs(model, lm.fingerprint, {"--records": records})
     metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
+    console.print_json(data=metrics)  # before writing: a failed write loses nothing computed
     if out:
         atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics,
                                 "predictions": [{"id": r.id, "prediction": p} for r, p in zip(recs, preds)]})
-    console.print_json(data=metrics)
 
 
-def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int) -> tuple[dict, str]:
-    """Letter-logit multiple choice on `data`'s test split into `out` (predictions.jsonl, summary.json)."""
+def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int) -> None:
+    """Letter-logit multiple choice on `data`'s test split into `out` (predictions.jsonl, summary.json):
+    `out` is checked before the work, and the results are printed before they are written."""
     from knowtune.evaluate.multiple_choice import evaluate_mc_test
-    from knowtune.files import atomic_write_json, atomic_write_jsonl
-
-    preds, summary = evaluate_mc_test(model, data, k_shot, seed)
-    atomic_write_jsonl(out / "predictions.jsonl", [p.to_dict() for p in preds])
-    atomic_write_json(out / "summary.json", summary)
-    return summary, f"{model} on {data} (test, {k_shot}-shot)"
-
-
-def print_mc_summary(summary: dict, title: str, out: Path) -> None:
-    """Accuracy per domain and subject, the test against chance, and where the outputs are."""
+    from knowtune.files import atomic_write_json, atomic_write_jsonl, check_output_dir
     from knowtune.report.tables import chance_line, mc_table
 
-    console.print(mc_table(summary, title))
+    check_output_dir(out)
+    preds, summary = evaluate_mc_test(model, data, k_shot, seed)
+    console.print(mc_table(summary, f"{model} on {data} (test, {k_shot}-shot)"))
     console.print(chance_line(summary["chance_check"]))
+    atomic_write_jsonl(out / "predictions.jsonl", [p.to_dict() for p in preds])
+    atomic_write_json(out / "summary.json", summary)
     console.print(f"predictions: {out / 'predictions.jsonl'}   summary: {out / 'summary.json'}")
 
 
@@ -258,7 +274,7 @@ def probe_mc(
     seed: int = typer.Option(0, help="Fixes the exemplars."),
 ) -> None:
     """Multiple-choice letter-logit probe on the test split: accuracy per domain and subject, against chance."""
-    print_mc_summary(*evaluate_mc(model, data, out, k_shot, seed), out)
+    evaluate_mc(model, data, out, k_shot, seed)
 
 
 def print_findings(study, results: dict, out: Path) -> None:
@@ -355,6 +371,17 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _kept(argv: list[str]) -> str:
+    """What an interrupted resumable command leaves: its --out keeps the finished work."""
+    if next((a for a in argv if not a.startswith("-")), "") not in ("probe", "train", "update", "study"):
+        return ""
+    for i, arg in enumerate(argv):
+        out = arg.partition("=")[2] if arg.startswith("--out=") else argv[i + 1] if arg == "--out" and i + 1 < len(argv) else None
+        if out:
+            return f"; the work finished so far is kept in {out} (run the same command again to resume)"
+    return ""
+
+
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and a non-zero exit."""
     try:
@@ -369,8 +396,8 @@ def main() -> None:
             raise
         reason = "exists and is not a directory" if isinstance(e, FileExistsError) else e.strerror
         fail(f"{e.filename}: {reason}" if e.filename and reason else str(e), 1)
-    except KeyboardInterrupt:
-        print("knowtune: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, _Interrupted):
+        print(f"knowtune: interrupted{_kept(sys.argv[1:])}", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
         # Click's usage errors (a missing or malformed option): recognised by shape, since newer typer

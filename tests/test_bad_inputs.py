@@ -106,7 +106,7 @@ ROWS = [
     Row("study-unknown-relation", "study new-knowledge --set relations=[P999] --out {out}", ("unknown relation 'P999' in 'builtin'",)),
     Row("study-unknown-subject", "study self-align --set train_subjects=[astronomy] --out {out}", ("unknown training subjects ['astronomy'] in 'builtin-mc'",)),
     Row("unknown-update-method", "update --model {model} --edits {d}/cf_notlist.json --method fl --out {out}",
-        ("update settings: key 'method': Input should be 'ft', 'lora', 'flearning-ft', 'flearning-lora' or 'lora-ft'",)),
+        ("update settings: --method: Input should be 'ft', 'lora', 'flearning-ft', 'flearning-lora' or 'lora-ft'",)),
     Row("unknown-dtype", "probe --model {model} --dtype fp8 --limit 2 --out {out}", ("unknown dtype 'fp8'; choose one of float32, bfloat16, float16",)),
     # configs: unknown keys and wrong types, with the key path
     Row("set-without-equals", "probe --set k_shot --out {out}", ("override 'k_shot' is not key=value",)),

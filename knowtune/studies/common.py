@@ -13,8 +13,10 @@ from knowtune.engine import HFTreeEngine
 from knowtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
+    check_or_write_manifest,
     fingerprint,
     iter_jsonl,
+    versions,
 )
 from knowtune.models import LoadedModel, cache_dir, describe, load_model
 from knowtune.probe.config import ProbeConfig
@@ -29,6 +31,17 @@ from knowtune.train.sft_trainer import (
 )
 
 console = Console(stderr=True)
+
+
+def check_study(out: Path, cfg, lm: LoadedModel, data_fingerprint: str | None, extendable: tuple[str, ...] = ()) -> None:
+    """The study-level resume guard, before anything in `out` is reused: the same settings, model and
+    data, or a refusal naming the first setting that differs. Settings in `extendable` (e.g. seeds) may
+    grow between runs: each variant they add is guarded by its own run's manifest (train_sft)."""
+    config = cfg.model_dump()
+    manifest = {"config": config, "settings": {k: v for k, v in config.items() if k not in extendable},
+                "model": describe(lm), "model_fingerprint": lm.fingerprint, "data_fingerprint": data_fingerprint,
+                "versions": versions()}
+    check_or_write_manifest(out / "study_config.json", manifest, "a study", compare=("settings", "model_fingerprint", "data_fingerprint"))
 
 
 def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, ProbeRecord]:

@@ -211,12 +211,16 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str) -> Path | None:
-    """The checkpoint to resume from, after checking the directory holds the same run."""
-    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint, "versions": versions()}
-    check_or_write_manifest(out / "train_config.json", manifest, "a training run", compare=("config", "examples", "data_fingerprint"))
-    remove_stale_temp(out)
-    return last_complete_checkpoint(out / "checkpoints")
+def _check_same_run(out: Path, cfg: SFTConfig, examples: list[SFTExample], meta: dict | None) -> None:
+    """The resume guard, before anything in `out` is reused (a finished result included): the same
+    settings, training data and base model, or a refusal naming the first that differs."""
+    from knowtune.files import fingerprint
+
+    manifest = {"config": cfg.model_dump(), "examples": len(examples),
+                "data_fingerprint": fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]),
+                "base_model": ((meta or {}).get("provenance") or {}).get("model"), "versions": versions()}
+    check_or_write_manifest(out / "train_config.json", manifest, "a training run",
+                            compare=("config", "examples", "data_fingerprint", "base_model"))
 
 
 def train_sft(
@@ -233,17 +237,17 @@ def train_sft(
     """Fine-tune `model` in place (LoRA wraps it with peft) on `examples`, recording metrics after every
     epoch; resumes a killed run in `out` and returns at once when `out` holds a finished one.
     `meta` (e.g. the base model's provenance) goes into each saved model's knowtune_meta.json."""
-    from knowtune.files import fingerprint
-
     if not examples:
         raise KnowtuneError("no training examples")
     check_training_fits(model, tokenizer, examples, cfg)  # before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_run(out, cfg, examples, meta)
     done = out / "result.json"
     if done.exists():
         return _load_result(out)
-    resume = _resume_point(out, cfg, len(examples), fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]))
+    remove_stale_temp(out)
+    resume = last_complete_checkpoint(out / "checkpoints")
     run_model = _prepare_model(model, cfg)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
