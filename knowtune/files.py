@@ -233,8 +233,8 @@ def check_or_write_manifest(path: str | Path, manifest: dict, what: str, compare
         return
     old = read_json(path)
     if not isinstance(old, dict) or not any(k in old for k in keys):  # e.g. a model's config.json, not a run's
-        raise ConfigError(f"{path}: this directory holds a {path.name} that is not the record of {what}; "
-                          "use another output directory")
+        raise ConfigError(f"{path}: not a knowtune manifest of {what} (a file of something else, e.g. a model's "
+                          "config.json); use another output directory")
     for key in keys:
         if old.get(key) != manifest[key]:
             where_, was, now = first_difference(old.get(key), manifest[key], key)
