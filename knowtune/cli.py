@@ -126,9 +126,9 @@ def curate(
     records = read_probe_records(probe)
     if size > len(records):  # say which file, before study_sets refuses the same request
         raise ConfigError(f"--size {size} is more than the {len(records)} probe records in {probe}")
+    prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
     sets = study_sets(records, size, seed, idk_unknown_percent)
     manifest = {name: describe_set(rows) for name, rows in sets.items()}
-    prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
     record = {"probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
               "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest}
     # The resume guard before any set is (re)written; the manifest is written last: the sets are complete once it exists.

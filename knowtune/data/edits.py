@@ -261,7 +261,7 @@ def _split_spec(spec: str) -> tuple[str | None, Path]:
     name, sep, rest = spec.partition(":")
     if sep and name in EDIT_LOADERS:
         if not rest:
-            raise DataError(f"{spec}: no path after {name + ':'!r}; give {name}:PATH")
+            raise DataError(f"{spec!r}: no path after the {name}: prefix; give {name}:PATH")
         return name, Path(rest)
     return None, Path(spec)
 
