@@ -135,7 +135,10 @@ def _check_hub(spec: str) -> bool:
 
     from huggingface_hub import constants, try_to_load_from_cache
 
-    cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    try:
+        cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except ValueError as e:  # huggingface_hub's HFValidationError: not a repository id
+        raise ModelError(f"{spec}: not a model path, and not a hub id ({str(e).splitlines()[0]})") from None
     if constants.HF_HUB_OFFLINE:
         if not cached:
             raise ModelError(f"{spec}: cannot load model (not in the local hub cache, and HF_HUB_OFFLINE is set)")

@@ -131,4 +131,4 @@ def load_preset(model_cls: type[C], package: str, preset: str, overrides: dict[s
     if preset not in names:
         raise ConfigError(f"unknown preset {preset!r} for {owner}; choose one of {', '.join(names)}")
     text = resources.files(package).joinpath(folder).joinpath(f"{preset}.yaml").read_text(encoding="utf-8")
-    return validated(model_cls, with_overrides(yaml.safe_load(text) or {}, overrides), what)
+    return validated(model_cls, with_overrides(yaml_value(text) or {}, overrides), what)

@@ -204,3 +204,26 @@ def test_a_foreign_manifest_is_not_called_different_settings(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
     with pytest.raises(ConfigError, match=r"config.json: not a knowtune manifest of a probe \(a file of something else"):
         check_or_write_manifest(tmp_path / "config.json", {"settings": {}, "model": {}}, "a probe")
+
+
+def test_a_study_checks_lora_targets_against_the_model_before_any_work(tiny_tokenizer, tmp_path):
+    from conftest import make_tiny_model
+
+    from knowtune.models import LoadedModel
+    from knowtune.studies.common import check_study
+    from knowtune.studies.registry import discover
+
+    lm = LoadedModel(make_tiny_model(tiny_tokenizer), tiny_tokenizer, "tiny", "fp")
+    for name, overrides in (("new-knowledge", {"train.method": "lora", "train.lora_target_modules": "[qkv]"}),
+                            ("flearning", {"lora.lora_target_modules": "[qkv]"})):
+        cfg = discover()[name].load_config("quick", overrides)
+        with pytest.raises(ConfigError, match=r"lora_target_modules \['qkv'\] matches no layer of the model"):
+            check_study(tmp_path / name, cfg, lm, None)
+        assert not (tmp_path / name).exists()
+
+
+def test_a_hub_id_that_is_not_one(monkeypatch):
+    from knowtune.models import load_model
+
+    with pytest.raises(ModelError, match=r"^foo\.\.bar: not a model path, and not a hub id \("):
+        load_model("foo..bar")

@@ -18,6 +18,7 @@ from knowtune.files import (
     iter_jsonl,
     versions,
 )
+from knowtune.memory import lora_parameters
 from knowtune.models import LoadedModel, cache_dir, describe, load_model
 from knowtune.probe.config import ProbeConfig
 from knowtune.probe.records import ProbeRecord
@@ -37,6 +38,8 @@ def check_study(out: Path, cfg, lm: LoadedModel, data_fingerprint: str | None, e
     """The study-level resume guard, before anything in `out` is reused: the same settings, model and
     data, or a refusal naming the first setting that differs. Settings in `extendable` (e.g. seeds) may
     grow between runs: each variant they add is guarded by its own run's manifest (train_sft)."""
+    for sft in (v for v in vars(cfg).values() if isinstance(v, SFTConfig) and v.method == "lora"):
+        lora_parameters(lm.model, sft.lora_r, sft.lora_target_modules)  # targets that match no layer: refused before any work
     config = cfg.model_dump()
     manifest = {"config": config, "settings": {k: v for k, v in config.items() if k not in extendable},
                 "model": describe(lm), "model_fingerprint": lm.fingerprint, "data_fingerprint": data_fingerprint,
