@@ -150,7 +150,7 @@ def test_a_study_refuses_a_changed_setting(name, field, tiny_tokenizer, tmp_path
     lm = _fake_lm(tiny_tokenizer)
     check_study(tmp_path, cfg, lm, "data-a", EXTENDABLE[name])
     changed = cfg.model_copy(update={field: ["a changed value"]})  # any other value: the guard compares, it does not validate
-    with pytest.raises(ConfigError, match=rf"holds a study with a different settings\.{field}"):
+    with pytest.raises(ConfigError, match=rf"holds a study with a different config\.{field}"):
         check_study(tmp_path, changed, lm, "data-a", EXTENDABLE[name])
 
 

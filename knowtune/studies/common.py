@@ -41,10 +41,11 @@ def check_study(out: Path, cfg, lm: LoadedModel, data_fingerprint: str | None, e
     for sft in (v for v in vars(cfg).values() if isinstance(v, SFTConfig) and v.method == "lora"):
         lora_parameters(lm.model, sft.lora_r, sft.lora_target_modules)  # targets that match no layer: refused before any work
     config = cfg.model_dump()
-    manifest = {"config": config, "settings": {k: v for k, v in config.items() if k not in extendable},
+    manifest = {"config": {k: v for k, v in config.items() if k not in extendable},
+                "extendable": {k: v for k, v in config.items() if k in extendable},  # as first run
                 "model": describe(lm), "model_fingerprint": lm.fingerprint, "data_fingerprint": data_fingerprint,
                 "versions": versions()}
-    check_or_write_manifest(out / "study_config.json", manifest, "a study", compare=("settings", "model_fingerprint", "data_fingerprint"))
+    check_or_write_manifest(out / "study_config.json", manifest, "a study", compare=("config", "model_fingerprint", "data_fingerprint"))
 
 
 def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, ProbeRecord]:
