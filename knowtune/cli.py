@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -216,7 +217,12 @@ def evaluate(
     """Closed-book QA by SliCK category (--records), edit metrics (--edits) or multiple choice (--mc)."""
     if sum(x is not None for x in (records, edits, mc)) != 1:
         raise ConfigError("give exactly one of --records (QA), --edits (edit metrics) and --mc (multiple choice)")
-    from knowtune.files import atomic_write_json
+    from knowtune.files import atomic_write_json, check_output_dir
+
+    if out is not None and mc is None:  # the output file's place, checked before the work
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file", str(out))
+        check_output_dir(out.parent)
 
     if edits is not None:
         from knowtune.evaluate.edit_metrics import PROTOCOLS, evaluate_edited_model

@@ -149,12 +149,17 @@ def test_check_output_dir(tmp_path):
         check_output_dir(tmp_path / "f" / "sub")
 
 
-def test_evaluate_prints_its_metrics_before_a_failed_write(quiet_cli, tiny_workdir, tmp_path):
-    (tmp_path / "results").mkdir()
+def test_evaluate_prints_its_metrics_before_a_failed_write(quiet_cli, tiny_workdir, tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("knowtune.files.os.fsync", disk_full)
     code, out, err = quiet_cli("evaluate", "--model", str(tiny_workdir / "model"), "--records", str(tiny_workdir / "dev.jsonl"),
-                               "--out", str(tmp_path / "results"))
-    assert code == 1 and err.strip() == f"knowtune: error: {tmp_path / 'results'}: cannot write (Is a directory)"
-    assert '"accuracy"' in out
+                               "--out", str(tmp_path / "results.json"))
+    assert code == 1 and err.strip() == f"knowtune: error: {tmp_path / 'results.json'}: cannot write (No space left on device)"
+    assert '"accuracy"' in out and list(tmp_path.iterdir()) == []  # printed, and no temp file left
 
 
 def test_edit_specs_keep_their_prefix(tmp_path):

@@ -183,8 +183,8 @@ ROWS = [
         ("zsre_one.jsonl: expected a JSON list of records, got dict",)),
     Row("out-holds-a-model", "probe --model {model} --limit 2 --out {d}/tiny",
         ("tiny/config.json: not a knowtune manifest of a probe (a file of something else",)),
-    Row("write-fails-names-the-target", "evaluate --model {model} --records {d}/probe_ok.jsonl --out {d}/adir.jsonl",
-        ("adir.jsonl: cannot write (Is a directory)",), code=1),
+    Row("evaluate-out-is-a-directory", "evaluate --model {model} --records {d}/probe_ok.jsonl --out {d}/adir.jsonl",
+        ("adir.jsonl: is a directory, expected a file",), code=1),
 ]
 SKIP_AS_ROOT = {"unreadable-file"}  # root reads a file whatever its permissions
 
