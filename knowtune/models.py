@@ -197,7 +197,7 @@ def load_model(
     except OSError as e:
         raise ModelError(f"{spec}: cannot load model ({str(e).splitlines()[0]})") from None
     except Exception as e:  # the tokenizers library raises bare Exceptions for a tokenizer file it cannot parse
-        if not local:
+        if not local or trust_remote_code:  # the directory's own code failed: show it as it is
             raise
         raise ModelError(f"{source}: cannot load the tokenizer ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     try:

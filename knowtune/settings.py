@@ -80,14 +80,18 @@ def with_overrides(tree: dict, overrides: dict[str, str]) -> dict:
     return tree
 
 
-def _non_finite(tree: Any, path: tuple = ()) -> tuple[tuple, float] | None:
-    """The key path and value of the first nan or ±inf in `tree`, if any."""
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return path, tree
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
-    for k, v in items:
-        if (found := _non_finite(v, (*path, k))) is not None:
-            return found
+def _non_finite(tree: Any) -> tuple[tuple, float] | None:
+    """The key path and value of the first nan or ±inf in `tree`, if any (iterative, and each node
+    visited once: a YAML alias can make a tree contain itself)."""
+    stack, seen = [((), tree)], set()
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path, node
+        if isinstance(node, (dict, list)) and id(node) not in seen:
+            seen.add(id(node))
+            items = list(node.items() if isinstance(node, dict) else enumerate(node))
+            stack += [((*path, k), v) for k, v in reversed(items)]
     return None
 
 
