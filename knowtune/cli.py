@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -15,8 +16,23 @@ from typer.core import TyperGroup
 from knowtune.errors import ConfigError, KnowtuneError
 from knowtune.settings import parse_overrides, validated, with_overrides
 
+
+class _Interrupted(Exception):
+    """Ctrl-C during a command, carried past typer (which would turn it into a silent exit 130) to main."""
+
+
+class _AppGroup(TyperGroup):
+    """The top-level group: a KeyboardInterrupt from any command reaches `main` as _Interrupted."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Knowledge-aware fine-tuning of language models."
+    cls=_AppGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Knowledge-aware fine-tuning of language models."
 )
 data_app = typer.Typer(no_args_is_help=True, help="List and inspect QA datasets.")
 app.add_typer(data_app, name="data")
@@ -100,6 +116,7 @@ def curate(
     from knowtune.files import (
         atomic_write_json,
         atomic_write_jsonl,
+        check_or_write_manifest,
         sha256_file,
         versions,
     )
@@ -110,14 +127,17 @@ def curate(
     records = read_probe_records(probe)
     if size > len(records):  # say which file, before study_sets refuses the same request
         raise ConfigError(f"--size {size} is more than the {len(records)} probe records in {probe}")
+    prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
     sets = study_sets(records, size, seed, idk_unknown_percent)
+    manifest = {name: describe_set(rows) for name, rows in sets.items()}
+    record = {"probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
+              "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest}
+    # The resume guard before any set is (re)written; the manifest is written last: the sets are complete once it exists.
+    check_or_write_manifest(out / "manifest.json", record, "curated sets", ("probe_sha256", "size", "seed", "idk_unknown_percent"),
+                            write=False)
     for name, rows in sets.items():
         atomic_write_jsonl(out / f"{name}.jsonl", [r.to_dict() for r in rows])
-    manifest = {name: describe_set(rows) for name, rows in sets.items()}
-    prov = {k: v for k, v in (provenance_of(probe) or {}).items() if k != "source"}
-    atomic_write_json(out / "manifest.json", {  # written last: the sets are complete once it exists
-        "probe": str(probe), "probe_sha256": sha256_file(probe), "provenance": prov, "size": size, "seed": seed,
-        "idk_unknown_percent": idk_unknown_percent, "versions": versions(), "sets": manifest})
+    atomic_write_json(out / "manifest.json", record)
     console.print(sets_table(manifest, f"training sets (|D| = {size}, seed {seed})"))
 
 
@@ -176,7 +196,8 @@ def update(
     from knowtune.update.flearning import run_update
     from knowtune.update.flearning_config import FLearningConfig
 
-    cfg = validated(FLearningConfig, with_overrides({"method": method, "lam": lam}, parse_overrides(set_)), "update settings")
+    cfg = validated(FLearningConfig, with_overrides({"method": method, "lam": lam}, parse_overrides(set_)), "update settings",
+                    {"lam": "--lambda", "method": "--method"})
     run_update(model, resolve_edits(edits).examples, cfg, out)
     console.print(f"edited model: {out / 'learn' / 'convergence'}   summary: {out / 'update.json'}")
 
@@ -201,7 +222,12 @@ def evaluate(
     """Closed-book QA by SliCK category (--records), edit metrics (--edits) or multiple choice (--mc)."""
     if sum(x is not None for x in (records, edits, mc)) != 1:
         raise ConfigError("give exactly one of --records (QA), --edits (edit metrics) and --mc (multiple choice)")
-    from knowtune.files import atomic_write_json
+    from knowtune.files import atomic_write_json, check_output_dir
+
+    if out is not None and mc is None:  # the output file's place, checked before the work
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file", str(out))
+        check_output_dir(out.parent)
 
     if edits is not None:
         from knowtune.evaluate.edit_metrics import PROTOCOLS, evaluate_edited_model
@@ -210,14 +236,14 @@ def evaluate(
         if any(p not in PROTOCOLS for p in protocols):
             raise ConfigError(f"unknown edit-metric protocol {protocol!r}; use token, exact or both")
         result = evaluate_edited_model(model, edits, protocols, reference_model)
+        console.print_json(data=result["scores"])  # before writing: a failed write loses nothing computed
         if out is not None:
             atomic_write_json(out, result)
-        console.print_json(data=result["scores"])
         return
     if mc is not None:
         if out is None:
             raise ConfigError("--mc needs --out, the directory for predictions.jsonl and summary.json")
-        print_mc_summary(*evaluate_mc(model, mc, out, k_shot, seed, scoring, cloze_norm), out)
+        evaluate_mc(model, mc, out, k_shot, seed, scoring, cloze_norm)
         return
     from knowtune.evaluate.qa import evaluate_qa
     from knowtune.models import load_model
@@ -228,10 +254,10 @@ def evaluate(
     lm = load_model(model)
     check_inputs(model, lm.fingerprint, {"--records": records})
     metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
+    console.print_json(data=metrics)  # before writing: a failed write loses nothing computed
     if out:
         atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics,
                                 "predictions": [{"id": r.id, "prediction": p} for r, p in zip(recs, preds)]})
-    console.print_json(data=metrics)
 
 
 def mc_scoring(scoring: str, cloze_norm: str):
@@ -245,25 +271,21 @@ def mc_scoring(scoring: str, cloze_norm: str):
     return MCScoring(scoring=scoring, cloze_norm=cloze_norm)
 
 
-def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int, scoring: str, cloze_norm: str) -> tuple[dict, str]:
-    """Multiple choice under one scoring protocol on `data`'s test split into `out` (predictions.jsonl, summary.json)."""
+def evaluate_mc(model: str, data: str, out: Path, k_shot: int, seed: int, scoring: str, cloze_norm: str) -> None:
+    """Multiple choice under one scoring protocol on `data`'s test split into `out` (predictions.jsonl, summary.json):
+    `out` is checked before the work, and the results are printed before they are written."""
     from knowtune.evaluate.multiple_choice import evaluate_mc_test
-    from knowtune.files import atomic_write_json, atomic_write_jsonl
-
-    protocol = mc_scoring(scoring, cloze_norm)
-    preds, summary = evaluate_mc_test(model, data, k_shot, seed, protocol)
-    atomic_write_jsonl(out / "predictions.jsonl", [p.to_dict() for p in preds])
-    atomic_write_json(out / "summary.json", summary)
-    return summary, f"{model} on {data} (test, {k_shot}-shot, {protocol.label()} scoring)"
-
-
-def print_mc_summary(summary: dict, title: str, out: Path) -> None:
-    """Accuracy per domain and subject, the test against chance, and where the outputs are."""
+    from knowtune.files import atomic_write_json, atomic_write_jsonl, check_output_dir
     from knowtune.report.tables import chance_line, mc_table
 
-    console.print(mc_table(summary, title))
+    protocol = mc_scoring(scoring, cloze_norm)
+    check_output_dir(out)
+    preds, summary = evaluate_mc_test(model, data, k_shot, seed, protocol)
+    console.print(mc_table(summary, f"{model} on {data} (test, {k_shot}-shot, {protocol.label()} scoring)"))
     console.print(chance_line(summary["chance_check"]))
     console.print(f"scoring protocol: {summary['protocol']}")
+    atomic_write_jsonl(out / "predictions.jsonl", [p.to_dict() for p in preds])
+    atomic_write_json(out / "summary.json", summary)
     console.print(f"predictions: {out / 'predictions.jsonl'}   summary: {out / 'summary.json'}")
 
 
@@ -279,7 +301,7 @@ def probe_mc(
     cloze_norm: str = typer.Option("sum", help="cloze: sum of the option's token log-probs, or mean (length-normalised)."),
 ) -> None:
     """Multiple-choice probe (letter or cloze scoring) on the test split: accuracy per domain and subject, against chance."""
-    print_mc_summary(*evaluate_mc(model, data, out, k_shot, seed, scoring, cloze_norm), out)
+    evaluate_mc(model, data, out, k_shot, seed, scoring, cloze_norm)
 
 
 def print_findings(study, results: dict, out: Path) -> None:
@@ -381,6 +403,17 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _kept(argv: list[str]) -> str:
+    """What an interrupted resumable command leaves: its --out keeps the finished work."""
+    if next((a for a in argv if not a.startswith("-")), "") not in ("probe", "train", "update", "study"):
+        return ""
+    for i, arg in enumerate(argv):
+        out = arg.partition("=")[2] if arg.startswith("--out=") else argv[i + 1] if arg == "--out" and i + 1 < len(argv) else None
+        if out:
+            return f"; the work finished so far is kept in {out} (run the same command again to resume)"
+    return ""
+
+
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and a non-zero exit."""
     try:
@@ -395,8 +428,8 @@ def main() -> None:
             raise
         reason = "exists and is not a directory" if isinstance(e, FileExistsError) else e.strerror
         fail(f"{e.filename}: {reason}" if e.filename and reason else str(e), 1)
-    except KeyboardInterrupt:
-        print("knowtune: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, _Interrupted):
+        print(f"knowtune: interrupted{_kept(sys.argv[1:])}", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
         # Click's usage errors (a missing or malformed option): recognised by shape, since newer typer

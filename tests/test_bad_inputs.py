@@ -109,7 +109,7 @@ ROWS = [
     Row("study-unknown-relation", "study new-knowledge --set relations=[P999] --out {out}", ("unknown relation 'P999' in 'builtin'",)),
     Row("study-unknown-subject", "study self-align --set train_subjects=[astronomy] --out {out}", ("unknown training subjects ['astronomy'] in 'builtin-mc'",)),
     Row("unknown-update-method", "update --model {model} --edits {d}/cf_notlist.json --method fl --out {out}",
-        ("update settings: key 'method': Input should be 'ft', 'lora', 'flearning-ft', 'flearning-lora' or 'lora-ft'",)),
+        ("update settings: --method: Input should be 'ft', 'lora', 'flearning-ft', 'flearning-lora' or 'lora-ft'",)),
     Row("unknown-dtype", "probe --model {model} --dtype fp8 --limit 2 --out {out}", ("unknown dtype 'fp8'; choose one of float32, bfloat16, float16",)),
     # configs: unknown keys and wrong types, with the key path
     Row("set-without-equals", "probe --set k_shot --out {out}", ("override 'k_shot' is not key=value",)),
@@ -146,6 +146,50 @@ ROWS = [
     Row("training-too-large-for-memory", "train --model {model} --train {d}/probe_ok.jsonl --set batch_size=10000000 --out {out}",
         ("training needs ≈", "gradients", "Adam state", "activations", "for batch 4 × ", "but this machine has", "available; lower batch_size"),
         small_machine=True),
+    # second pass, by class (issue 17): strict values, checks before writing, malformed files, loaders, messages
+    Row("set-yes-for-a-number", "train --model {model} --train {d}/probe_ok.jsonl --set epochs=yes --out {out}",
+        ("training settings: key 'epochs': Input should be a valid integer (got 'yes')",)),
+    Row("set-word-for-a-number", "train --model {model} --train {d}/probe_ok.jsonl --set learning_rate=inf --out {out}",
+        ("training settings: key 'learning_rate': Input should be a valid number (got 'inf')",)),
+    Row("set-infinite-number", "probe --model {model} --limit 2 --set temperature=.inf --out {out}",
+        ("probe settings: key 'temperature': must be a finite number, not inf",)),
+    Row("set-boolean-in-a-list", "study flearning --set lambdas=[1,true] --out {out}", ("study config: key 'lambdas.1': λ must be a number, not true",)),
+    Row("set-not-finite-in-a-list", "study flearning --set lr_grid.full=[.nan] --out {out}",
+        ("study config: key 'lr_grid.full.0': must be a finite number, not nan",)),
+    Row("lambda-not-finite", "update --model {model} --edits {d}/cf_notlist.json --lambda nan --out {out}",
+        ("update settings: --lambda: must be a finite number, not nan",)),
+    Row("set-empty-list", "study new-knowledge --set relations=[] --out {out}", ("study config: key 'relations': List should have at least 1 item",)),
+    Row("settings-in-conflict", "study new-knowledge --set train_pool=2 --set size=3 --out {out}",
+        ("study config: size (|D| = 3) is more than train_pool (2)",)),
+    Row("unknown-scheduler", "train --model {model} --train {d}/probe_ok.jsonl --set lr_scheduler_type=cosine_annealing --out {out}",
+        ("training settings: key 'lr_scheduler_type': unknown scheduler 'cosine_annealing'; choose one of linear, cosine,",)),
+    Row("lora-target-not-a-regex", "train --model {model} --train {d}/probe_ok.jsonl --set method=lora --set lora_target_modules=(q --out {out}",
+        ("training settings: key 'lora_target_modules': '(q' is not a valid regular expression",)),
+    Row("probe-exemplar-pool-too-small", "probe --model {model} --data {d}/fewexemplars.jsonl --set k_shot=3 --out {out}",
+        ("relation 'P36' has 1 exemplars in split 'exemplar', needs at least k=3",)),
+    Row("probe-mc-out-is-a-file", "probe-mc --model {model} --out {d}/notes.txt", ("notes.txt: exists and is not a directory",), code=1),
+    Row("model-config-without-type", "probe --model {d}/emptyconfig --limit 2 --out {out}",
+        ("emptyconfig/config.json, field 'model_type': missing",)),
+    Row("model-tokenizer-corrupt", "probe --model {d}/badtokenizer --limit 2 --out {out}", ("badtokenizer/tokenizer.json: malformed JSON",)),
+    Row("model-meta-wrong-shape", "train --model {d}/badmeta --train {d}/probe_ok.jsonl --out {out}",
+        ("badmeta/knowtune_meta.json: expected a JSON object, got list",)),
+    Row("probe-sidecar-wrong-shape", "curate --probe {d}/sidecar/probe.jsonl --size 1 --out {out}",
+        ("sidecar/manifest.json, field 'provenance': expected a JSON object, got list",)),
+    Row("mmlu-no-test-questions", "probe-mc --model {model} --data {d}/mmlu_notest --out {out}",
+        ("mmlu_notest: no test questions (splits found: dev)",)),
+    Row("mmlu-empty-option", "probe-mc --model {model} --data {d}/mmlu_emptyoption --out {out}",
+        ("astronomy_test.csv, record on line 1, field 'C': empty option",)),
+    Row("entityquestions-template-without-slot", "data show {d}/eq_noslot",
+        ("relation_query_templates.json, field 'P17': a template must be a string with an [X] slot",)),
+    Row("symlink-loop", "data show {d}/loop.jsonl", ("loop.jsonl: a symbolic link loop",)),
+    Row("edits-prefix-without-path", "update --model {model} --edits counterfact: --out {out}",
+        ("'counterfact:': no path after the counterfact: prefix; give counterfact:PATH",)),
+    Row("edits-prefix-over-suffix", "evaluate --model {model} --edits zsre:{d}/zsre_one.jsonl",
+        ("zsre_one.jsonl: expected a JSON list of records, got dict",)),
+    Row("out-holds-a-model", "probe --model {model} --limit 2 --out {d}/tiny",
+        ("tiny/config.json: not a knowtune manifest of a probe (a file of something else",)),
+    Row("evaluate-out-is-a-directory", "evaluate --model {model} --records {d}/probe_ok.jsonl --out {d}/adir.jsonl",
+        ("adir.jsonl: is a directory, expected a file",), code=1),
 ]
 SKIP_AS_ROOT = {"unreadable-file"}  # root reads a file whatever its permissions
 
@@ -200,6 +244,12 @@ def fixtures(tmp_path_factory, tiny_tokenizer) -> Path:
         "train_prompt_only.jsonl": _jsonl({"prompt": "Q: What is the capital of France?\nA:", "group": "capitals"}),
         "mmlu_cols/astronomy_test.csv": "What?,a,b,c,d,A\nWhy?,a,b,c\n", "mmlu_letter/astronomy_test.csv": "What?,a,b,c,d,E\n",
         "eq_bad/P17.test.json": "[{",
+        "fewexemplars.jsonl": _jsonl({**q, "id": "e1", "split": "exemplar"}, {**q, "id": "t1", "split": "test"}),
+        "sidecar/probe.jsonl": _jsonl(p), "sidecar/manifest.json": '{"provenance": [1]}',
+        "mmlu_notest/astronomy_dev.csv": "What?,a,b,c,d,A\n", "mmlu_emptyoption/astronomy_test.csv": "What?,a,b, ,d,A\n",
+        "eq_noslot/P17.test.json": json.dumps([{"question": "Which country is Lyon located in?", "answers": ["France"]}]),
+        "eq_noslot/relation_query_templates.json": '{"P17": "Which country is it located in?"}',
+        "zsre_one.jsonl": _jsonl({"subject": "France", "src": "capital?", "answers": ["Paris"]}),
     }
     for name, text in texts.items():
         (d / name).parent.mkdir(exist_ok=True)
@@ -218,6 +268,12 @@ def fixtures(tmp_path_factory, tiny_tokenizer) -> Path:
     pickled = _copy_model(model, d / "pickle", tok_files)
     torch.save(load_file(model / "model.safetensors"), pickled / "pytorch_model.bin")
     _truncated_gguf(d / "half.gguf")
+    model_files = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    (_copy_model(model, d / "emptyconfig", model_files) / "config.json").write_text("{}")
+    badtok = _copy_model(model, d / "badtokenizer", model_files)
+    (badtok / "tokenizer.json").write_text((badtok / "tokenizer.json").read_text()[:200])
+    (_copy_model(model, d / "badmeta", model_files) / "knowtune_meta.json").write_text("[1]")
+    (d / "loop.jsonl").symlink_to(d / "loop.jsonl")
     return d
 
 

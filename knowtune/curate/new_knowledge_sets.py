@@ -133,7 +133,9 @@ def study_sets(pool: list[ProbeRecord], size: int, seed: int, idk_unknown_percen
     for cat in KNOWN:
         sets[f"D_{cat}"] = single_category(pool, cat, size, seed)
     sets["D_Natural"] = natural(pool, size, seed)
-    sets["D_IDK"] = relabel_idk(sets[f"D_{idk_unknown_percent}"])
+    # Any share 0–100 is buildable: one not among the study's mixtures is drawn as its own mixture.
+    idk_base = sets.get(f"D_{idk_unknown_percent}") or mixture(pool, size, idk_unknown_percent, seed)
+    sets["D_IDK"] = relabel_idk(idk_base)
     return sets
 
 

@@ -11,6 +11,7 @@ from knowtune.data.jsonl import load_jsonl
 from knowtune.data.records import QADataset, QAExample, chance_rate
 from knowtune.data.select import select_examples
 from knowtune.errors import DataError
+from knowtune.files import why_missing
 
 # name → (loader, what the spec looks like); `knowtune data list` prints this table.
 LOADERS: dict[str, tuple[Callable[..., QADataset], str]] = {
@@ -33,7 +34,7 @@ def detect(spec: str) -> str:
     if path.is_dir():
         return "entityquestions"
     if not path.exists():
-        raise DataError(f"{spec}: no such file or directory (and not a known dataset: {', '.join(LOADERS)})")
+        raise DataError(f"{spec}: {why_missing(path, 'file or directory')} (and not a known dataset: {', '.join(LOADERS)})")
     raise DataError(f"{spec}: cannot tell the format; use a prefix such as jsonl:{spec}")
 
 

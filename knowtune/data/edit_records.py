@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from knowtune.data.edits import EditDataset, EditExample, load_edits
+from knowtune.data.edits import EditDataset, EditExample, edit_format, load_edits
 from knowtune.data.validate import (
     check_unique_ids,
     require_answers,
@@ -53,4 +53,5 @@ def read_edit_records(path: str | Path) -> EditDataset:
 
 def resolve_edits(spec: str) -> EditDataset:
     """Edits from a knowtune `.jsonl` edit file or any spec `load_edits` reads (CounterFact, zsRE)."""
-    return read_edit_records(spec) if spec.endswith(".jsonl") else load_edits(spec)
+    # A prefix names the format whatever the file's suffix: zsre:FILE.jsonl is read as zsRE.
+    return read_edit_records(spec) if spec.endswith(".jsonl") and edit_format(spec) is None else load_edits(spec)

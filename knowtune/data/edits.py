@@ -259,7 +259,16 @@ EDIT_LOADERS = {
 
 def _split_spec(spec: str) -> tuple[str | None, Path]:
     name, sep, rest = spec.partition(":")
-    return (name, Path(rest)) if sep and name in EDIT_LOADERS else (None, Path(spec))
+    if sep and name in EDIT_LOADERS:
+        if not rest:
+            raise DataError(f"{spec!r}: no path after the {name}: prefix; give {name}:PATH")
+        return name, Path(rest)
+    return None, Path(spec)
+
+
+def edit_format(spec: str) -> str | None:
+    """The loader a spec names with its prefix (`zsre:PATH` → 'zsre'), or None for a bare path."""
+    return _split_spec(spec)[0]
 
 
 def _detect(path: Path, data: Any) -> str:

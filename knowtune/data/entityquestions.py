@@ -59,7 +59,10 @@ def load_entityquestions(root: str | Path) -> QADataset:
             require_answers(obj, path, i)
         if rel not in templates:
             t = given.get(rel)
-            templates[rel] = [t if isinstance(t, str) and "[X]" in t else _infer_template([o["question"] for o in data])]
+            if t is not None and not (isinstance(t, str) and "[X]" in t):  # refused, not silently replaced by an inferred one
+                raise DataError(f"{where(tfile, field=rel)}: a template must be a string with an [X] slot for the subject, "
+                                f"got {t!r}")
+            templates[rel] = [t if t is not None else _infer_template([o["question"] for o in data])]
         pattern = _subject_pattern(templates[rel][0])
         for i, obj in enumerate(data):
             m = pattern.match(obj["question"])

@@ -27,7 +27,7 @@ import numpy as np
 
 from knowtune.data.builtin import builtin_relations, load_builtin
 from knowtune.errors import DataError, where
-from knowtune.files import fingerprint, read_text, stable_int
+from knowtune.files import fingerprint, read_text, stable_int, why_missing
 from knowtune.matching import normalize_answer
 
 LETTERS = ("A", "B", "C", "D")
@@ -137,6 +137,9 @@ def _parse_row(row: list[str], converted: bool, path: Path, line: int) -> tuple[
     question, *options, raw = row
     if not question.strip():
         raise DataError(f"{where(path, f'on line {line}', 'question')}: empty")
+    for letter, option in zip(LETTERS, options):
+        if not option.strip():
+            raise DataError(f"{where(path, f'on line {line}', letter)}: empty option")
     value = raw.strip()
     if converted:
         if value not in {"0", "1", "2", "3"}:
@@ -191,7 +194,7 @@ def load_mmlu(path: str | Path, layout: str = "auto") -> MCDataset:
     """Load MMLU CSVs from one file or every `<subject>_<split>.csv` below a directory."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
+        raise DataError(f"{path}: {why_missing(path, 'file or directory')}")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.csv") if _MMLU_FILE.match(p.name))
     if not files:
         raise DataError(f"{path}: no MMLU files (expected <subject>_<dev|val|test>.csv)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from math import exp, lgamma, log
 
 from knowtune.data.multiple_choice import LETTERS, MCDataset, MCQuestion, load_mc
+from knowtune.errors import DataError
 from knowtune.probe.config import MCScoring
 from knowtune.probe.multiple_choice import (
     CHANCE,
@@ -80,8 +81,11 @@ def evaluate_mc_test(model_spec: str, data_spec: str, k_shot: int = 5, seed: int
 
     scoring = scoring or MCScoring()
     dataset = load_mc(data_spec)
+    test = dataset.split("test")
+    if not test:  # before the model is loaded
+        raise DataError(f"{data_spec}: no test questions (splits found: {', '.join(dataset.splits()) or 'none'})")
     lm = load_model(model_spec)
-    preds = probe_mc(lm.model, lm.tokenizer, dataset, dataset.split("test"), k_shot, seed, progress=True, scoring=scoring)
+    preds = probe_mc(lm.model, lm.tokenizer, dataset, test, k_shot, seed, progress=True, scoring=scoring)
     summary = {"model": describe(lm), "data": {"spec": data_spec, "name": dataset.name, "fingerprint": dataset.fingerprint()},
                "split": "test", "k_shot": k_shot, "seed": seed, "scoring": scoring.model_dump(), "protocol": scoring.label(),
                "chance_check": chance_check(preds), **mc_summary(preds)}

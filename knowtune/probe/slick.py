@@ -118,9 +118,11 @@ def run_probe(
 ) -> dict:
     """Probe `examples`, writing records and a summary to `out`; resumes a killed run."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise ConfigError("no questions to probe (check --split, --relations and --limit)")
+    for relation in sorted({e.relation for e in examples}):  # a pool too small for k_shot: refused before writing
+        exemplar_sets(data, relation, cfg.k_shot, 1, cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "settings": cfg.model_dump(),
         "model": model_info,

@@ -13,9 +13,12 @@ from knowtune.engine import HFTreeEngine
 from knowtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
+    check_or_write_manifest,
     fingerprint,
     iter_jsonl,
+    versions,
 )
+from knowtune.memory import lora_parameters
 from knowtune.models import LoadedModel, cache_dir, describe, load_model
 from knowtune.probe.config import ProbeConfig
 from knowtune.probe.records import ProbeRecord
@@ -30,6 +33,20 @@ from knowtune.train.sft_trainer import (
 )
 
 console = Console(stderr=True)
+
+
+def check_study(out: Path, cfg, lm: LoadedModel, data_fingerprint: str | None, extendable: tuple[str, ...] = ()) -> None:
+    """The study-level resume guard, before anything in `out` is reused: the same settings, model and
+    data, or a refusal naming the first setting that differs. Settings in `extendable` (e.g. seeds) may
+    grow between runs: each variant they add is guarded by its own run's manifest (train_sft)."""
+    for sft in (v for v in vars(cfg).values() if isinstance(v, SFTConfig) and v.method == "lora"):
+        lora_parameters(lm.model, sft.lora_r, sft.lora_target_modules)  # targets that match no layer: refused before any work
+    config = cfg.model_dump()
+    manifest = {"config": {k: v for k, v in config.items() if k not in extendable},
+                "extendable": {k: v for k, v in config.items() if k in extendable},  # as first run
+                "model": describe(lm), "model_fingerprint": lm.fingerprint, "data_fingerprint": data_fingerprint,
+                "versions": versions()}
+    check_or_write_manifest(out / "study_config.json", manifest, "a study", compare=("config", "model_fingerprint", "data_fingerprint"))
 
 
 def cached_probe(lm: LoadedModel, data: QADataset, examples: list[QAExample], cfg: ProbeConfig, batch_size: int) -> dict[str, ProbeRecord]:

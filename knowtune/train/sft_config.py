@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SFTConfig(BaseModel):
@@ -30,3 +31,27 @@ class SFTConfig(BaseModel):
     checkpoint_every_epoch: bool = Field(True, description="save a resumable checkpoint (model + optimizer) per epoch")
     save_weights: bool = Field(True, description="save EARLY_STOP and CONVERGENCE weights as safetensors")
     eval_batch_size: int = Field(64, ge=1, description="questions per batch in per-epoch evaluation")
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        # Checked here, before any work, against the names the Trainer accepts (imported only now: heavy).
+        from transformers import SchedulerType
+
+        names = [t.value for t in SchedulerType]
+        if value not in names:
+            raise ValueError(f"unknown scheduler {value!r}; choose one of {', '.join(names)}")
+        return value
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _targets(cls, value: list[str] | str) -> list[str] | str:
+        # peft reads a string as a regular expression (re.fullmatch over module names), a list as names.
+        if isinstance(value, list) and not value:
+            raise ValueError("names no module; give at least one, a regular expression or 'all-linear'")
+        if isinstance(value, str) and value != "all-linear":
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"{value!r} is not a valid regular expression ({e})") from None
+        return value

@@ -35,6 +35,7 @@ from knowtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
     check_or_write_manifest,
+    fingerprint,
     iter_jsonl,
     read_json,
     remove_stale_temp,
@@ -234,13 +235,15 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def _resume_point(out: Path, cfg: SFTConfig, n_examples: int, fingerprint: str, processes: int) -> Path | None:
-    """The checkpoint to resume from, after checking the directory holds the same run (the main process only)."""
-    manifest = {"config": cfg.model_dump(), "examples": n_examples, "data_fingerprint": fingerprint, "versions": versions(),
+def _check_same_run(out: Path, cfg: SFTConfig, examples: list[SFTExample], meta: dict | None, processes: int) -> None:
+    """The resume guard, before anything in `out` is reused (a finished result included): the same
+    settings, training data and base model, or a refusal naming the first that differs."""
+    manifest = {"config": cfg.model_dump(), "examples": len(examples),
+                "data_fingerprint": fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]),
+                "base_model": ((meta or {}).get("provenance") or {}).get("model"), "versions": versions(),
                 "processes": processes}  # recorded, not compared: a step takes the same examples with any number
-    check_or_write_manifest(out / "train_config.json", manifest, "a training run", compare=("config", "examples", "data_fingerprint"))
-    remove_stale_temp(out)
-    return last_complete_checkpoint(out / "checkpoints")
+    check_or_write_manifest(out / "train_config.json", manifest, "a training run",
+                            compare=("config", "examples", "data_fingerprint", "base_model"))
 
 
 def train_sft(
@@ -257,8 +260,6 @@ def train_sft(
     """Fine-tune `model` in place (LoRA wraps it with peft) on `examples`, recording metrics after every
     epoch; resumes a killed run in `out` and returns at once when `out` holds a finished one.
     `meta` (e.g. the base model's provenance) goes into each saved model's knowtune_meta.json."""
-    from knowtune.files import fingerprint
-
     if not examples:
         raise KnowtuneError("no training examples")
     check_launch(cfg.bf16)
@@ -266,12 +267,15 @@ def train_sft(
     check_training_fits(model, tokenizer, examples, cfg, state.num_processes)  # before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:
+        _check_same_run(out, cfg, examples, meta, state.num_processes)
+    state.wait_for_everyone()
     done = out / "result.json"
     if done.exists():
         return _load_result(out)
     if state.is_main_process:
-        resume = _resume_point(out, cfg, len(examples), fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]),
-                               state.num_processes)
+        remove_stale_temp(out)
+        resume = last_complete_checkpoint(out / "checkpoints")
         _warn_uneven_last_step(len(examples), cfg, state.num_processes)
         warn_one_cpu_process(state.num_processes)
     state.wait_for_everyone()

@@ -160,7 +160,7 @@ def test_update_and_evaluate_commands(tiny_tokenizer, tmp_path):
     assert set(summary["knowledge_before"]) == {"old", "new"} and (tmp_path / "upd" / "forget" / "lora" / "delta.safetensors").exists()
     with pytest.raises(KnowtuneError, match="holds an update with a different"):
         update_command(model_dir, str(tmp_path / "edits.jsonl"), "flearning-lora", 1.0, tmp_path / "upd", overrides)
-    with pytest.raises(ConfigError, match="key 'method'"):
+    with pytest.raises(ConfigError, match="update settings: --method: "):
         update_command(model_dir, str(tmp_path / "edits.jsonl"), "rome", 1.0, tmp_path / "x", {})
     evaluate_edits_command(summary["edited_model"], str(tmp_path / "edits.jsonl"), "both", model_dir, tmp_path / "ev.json")
     result = json.loads((tmp_path / "ev.json").read_text())

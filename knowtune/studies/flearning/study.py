@@ -43,11 +43,10 @@ from knowtune.files import (
     fingerprint,
     read_json,
     stable_int,
-    versions,
 )
-from knowtune.models import LoadedModel, describe, load_model
+from knowtune.models import LoadedModel, load_model
 from knowtune.probe.slick import summarize
-from knowtune.studies.common import cached_probe
+from knowtune.studies.common import cached_probe, check_study
 from knowtune.studies.flearning.config import FLearningStudyConfig
 from knowtune.studies.flearning.findings import analyse, run_name
 from knowtune.studies.flearning.lr import choose_learning_rates
@@ -213,13 +212,13 @@ def _set_key(spec: str, taken: set[str]) -> str:
 def run_study(cfg: FLearningStudyConfig, out: str | Path, progress: bool = True) -> dict:
     """Run (or resume) the whole study into `out`; returns the results written to results.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     for spec in cfg.edits:
         if spec != "builtin":
             resolve_edits(spec)  # a bad edit file fails here, before any training
     lm = load_model(cfg.model)
-    atomic_write_json(out / "study_config.json", {"config": cfg.model_dump(), "model": describe(lm), "versions": versions()})
+    # λ values, methods and seeds may be added by running again; each seed's manifest guards its runs.
+    check_study(out, cfg, lm, None, extendable=("seeds", "lambdas", "methods"))
     sets: dict[str, dict] = {}
     for spec in cfg.edits:
         key = _set_key(spec, set(sets))

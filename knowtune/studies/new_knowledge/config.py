@@ -15,7 +15,7 @@ class NewKnowledgeConfig(BaseModel):
 
     model: str = Field("builtin", description="model spec (see `knowtune probe --help`)")
     data: str = Field("builtin", description="QA dataset spec")
-    relations: list[str] = Field(..., description="in-distribution relations: training, dev and test")
+    relations: list[str] = Field(..., min_length=1, description="in-distribution relations: training, dev and test")
     ood_relations: list[str] = Field(default_factory=list, description="held-out relations, test only")
     train_pool: int | None = Field(None, ge=1, description="training questions to probe (None = all)")
     dev_size: int | None = Field(None, ge=1, description="dev questions for EARLY_STOP (None = all)")

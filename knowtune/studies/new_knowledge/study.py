@@ -18,11 +18,17 @@ from knowtune.data import load_qa, select_examples
 from knowtune.data.records import QADataset
 from knowtune.data.select import check_relations
 from knowtune.evaluate.qa import evaluate_qa, question_rows
-from knowtune.files import atomic_write_json, atomic_write_jsonl, versions
-from knowtune.models import describe, load_model
+from knowtune.files import atomic_write_json, atomic_write_jsonl
+from knowtune.models import load_model
 from knowtune.probe.records import ProbeRecord
 from knowtune.probe.slick import summarize
-from knowtune.studies.common import cached_probe, load_outcomes, train_sets, write_sets
+from knowtune.studies.common import (
+    cached_probe,
+    check_study,
+    load_outcomes,
+    train_sets,
+    write_sets,
+)
 from knowtune.studies.new_knowledge.config import NewKnowledgeConfig
 from knowtune.studies.new_knowledge.findings import analyse
 from knowtune.studies.new_knowledge.report import write_report
@@ -66,14 +72,11 @@ def _evaluator(cfg: NewKnowledgeConfig, probed: dict[str, list[ProbeRecord]], to
 def run_study(cfg: NewKnowledgeConfig, out: str | Path, progress: bool = True) -> dict:
     """Run (or resume) the whole study into `out`; returns the results written to results.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = load_qa(cfg.data)
     check_relations(data, cfg.relations + cfg.ood_relations)
     lm = load_model(cfg.model)
-    atomic_write_json(out / "study_config.json", {"config": cfg.model_dump(), "model": describe(lm),
-                                                   "data": {"name": data.name, "fingerprint": data.fingerprint()},
-                                                   "versions": versions()})
+    check_study(out, cfg, lm, data.fingerprint(), extendable=("seeds",))  # --out is first written here, after validation
     probed = probe_study_questions(cfg, data, lm)
     atomic_write_jsonl(out / "probe.jsonl", [r.to_dict() for part in probed.values() for r in part])
     probe_summary = {p: summarize(rows, data) for p, rows in probed.items()}

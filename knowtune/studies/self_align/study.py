@@ -33,16 +33,14 @@ from knowtune.evaluate.multiple_choice import chance_check, evaluate_parts
 from knowtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
-    check_or_write_manifest,
     fingerprint,
     iter_jsonl,
     read_json,
     stable_int,
-    versions,
 )
 from knowtune.models import describe, load_model
 from knowtune.probe.multiple_choice import MCPrediction, probe_mc
-from knowtune.studies.common import load_outcomes, train_sets, write_sets
+from knowtune.studies.common import check_study, load_outcomes, train_sets, write_sets
 from knowtune.studies.self_align.config import SelfAlignConfig
 from knowtune.studies.self_align.findings import analyse
 from knowtune.studies.self_align.report import write_report
@@ -143,14 +141,11 @@ def _evaluator(cfg: SelfAlignConfig, data: MCDataset, tokenizer, parts: dict[str
 def run_study(cfg: SelfAlignConfig, out: str | Path, progress: bool = True) -> dict:
     """Run (or resume) the whole study into `out`; returns the results written to results.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = load_mc(cfg.data)
     parts = study_questions(cfg, data)
     lm = load_model(cfg.model)
-    manifest = {"config": cfg.model_dump(), "model": describe(lm), "model_fingerprint": lm.fingerprint,
-                "data": {"name": data.name, "source": data.source}, "data_fingerprint": data.fingerprint(), "versions": versions()}
-    check_or_write_manifest(out / "study_config.json", manifest, "a study", compare=("config", "model_fingerprint", "data_fingerprint"))
+    check_study(out, cfg, lm, data.fingerprint(), extendable=("seeds",))  # --out is first written here, after validation
     base = base_predictions(cfg, data, lm, parts, out)
     base_summary = {part: chance_check(ps) for part, ps in base.items()}
     eval_parts = {p: qs for p, qs in parts.items() if p != "pool"}

@@ -52,7 +52,7 @@ def test_a_bad_lambda_sweep_is_refused_before_any_training(tmp_path, value, mess
         study_flearning_command(tmp_path / "study", "quick", {"lambdas": value})
     assert not (tmp_path / "study").exists()
     assert get_study("flearning").load_config("quick", {"lambdas": "0.5"}).lambdas == [0.5]
-    with pytest.raises(ConfigError, match="update settings: key 'lam'"):
+    with pytest.raises(ConfigError, match="update settings: --lambda: must be a finite number, not nan"):
         update_command("builtin", "unused.jsonl", "flearning-ft", float("nan"), tmp_path / "u", {})
 
 
