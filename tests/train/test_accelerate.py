@@ -67,7 +67,8 @@ def test_two_processes_train_what_one_trains(tiny_workdir, cli, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("EARLY_STOP epoch") == 1  # printed by the main process alone
     assert json.loads((two / "train_config.json").read_text())["processes"] == 2
-    assert sorted(p.name for p in two.iterdir()) == ["convergence", "early_stop", "metrics.jsonl", "result.json", "train_config.json"]
+    assert sorted(p.name for p in two.iterdir()) == ["convergence", "early_stop", "metrics.jsonl", "predictions", "result.json",
+                                                  "train_config.json"]
     rows = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all("dev_accuracy" in r for r in rows)
 
@@ -104,7 +105,9 @@ def test_a_run_killed_in_one_process_resumes_in_two(tiny_workdir, cli, tmp_path)
     lm = load_model(str(w / "model"))
     cfg = SFTConfig(epochs=2, batch_size=8, learning_rate=3e-3)  # what SETTINGS say
     with pytest.raises(KeyboardInterrupt):
-        train_sft(lm.model, lm.tokenizer, read_examples(w / "train.jsonl"), cfg, killed, die_in_epoch_2, progress=False)
+        # the same base model as the command records, so the resume guard sees the same run
+        train_sft(lm.model, lm.tokenizer, read_examples(w / "train.jsonl"), cfg, killed, die_in_epoch_2, progress=False,
+                  meta={"provenance": {"model": lm.fingerprint}})
     assert (killed / "checkpoints" / "checkpoint-5").exists()
     res = launch(2, [*common, "--out", str(killed), *SETTINGS], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
