@@ -36,6 +36,23 @@ def tiny_tokenizer():
     return _tiny_tokenizer()
 
 
+def bpe_tokenizer(corpus: list[str], separate_space: bool):
+    """Byte-level BPE trained on `corpus` where " A" is one token, or where every space is a token of its own."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not separate_space)
+    isolate_spaces = pre_tokenizers.Split(" ", behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([isolate_spaces, byte_level]) if separate_space else byte_level
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+
 def make_tiny_model(tokenizer, seed: int = 0, sharpness: float = 1.0):
     """A 2-layer Llama with random weights; `sharpness` scales the output layer (peakier distributions)."""
     from transformers import LlamaConfig, LlamaForCausalLM

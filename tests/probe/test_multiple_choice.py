@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import bpe_tokenizer, make_tiny_model
 
 from knowtune.data.multiple_choice import MCDataset, MCQuestion, builtin_mc
 from knowtune.engine import common_prefix_len
@@ -34,26 +34,9 @@ CORPUS = [
 ] * 20
 
 
-def _tokenizer(separate_space: bool):
-    """Byte-level BPE where " A" is one token, or where every space is a token of its own."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not separate_space)
-    isolate_spaces = pre_tokenizers.Split(" ", behavior="isolated")
-    tok.pre_tokenizer = pre_tokenizers.Sequence([isolate_spaces, byte_level]) if separate_space else byte_level
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
-
-
 @pytest.fixture(scope="module", params=["merged", "separate"])
 def kind_tok_model(request):
-    tok = _tokenizer(request.param == "separate")
+    tok = bpe_tokenizer(CORPUS, request.param == "separate")
     return request.param, tok, make_tiny_model(tok, seed=1, sharpness=30.0)
 
 
