@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from knowtune.engine import SamplingParams
@@ -20,6 +22,8 @@ class ProbeConfig(BaseModel):
     top_k: int = Field(40, ge=0, description="top-k for sampling (0 = no limit)")
     max_new_tokens: int = Field(24, ge=1, description="answer length cap in tokens")
     seed: int = Field(0, description="fixes exemplar sets and every sample")
+    estimator: Literal["sampled", "exact"] = Field(
+        "sampled", description="P(T>0) from N_sample drawn answers, or exact sample probabilities (hf engine only)")
 
     def sampling(self) -> SamplingParams:
         """The decoding part of the settings."""

@@ -58,7 +58,7 @@ def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_siz
             mask[b, width - len(seq) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                       logits_to_keep=n_label + 1).logits
+                       use_cache=False, logits_to_keep=n_label + 1).logits
         pred = logits.argmax(-1).cpu()  # pred[:, j] predicts the token after column width - n_label - 1 + j
         for b, (seq, split) in enumerate(chunk):
             label = torch.tensor(seq[split:])
