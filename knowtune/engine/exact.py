@@ -44,9 +44,9 @@ def gold_keys(aliases: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def prefix_keys(text: str) -> set[str]:
     """Keys of a generation's text so far: with its articles, without them, and without a trailing word
-    that may yet become an article ('th'). A trailing incomplete UTF-8 character (U+FFFD) is ignored
-    until its bytes are complete."""
-    text = strip_punctuation(unicodedata.normalize("NFKC", text.split("\n")[0].rstrip("\ufffd")).lower())
+    that may yet become an article ('th'). One trailing U+FFFD is an incomplete UTF-8 character (the
+    decoder replaces an unfinished tail by one), ignored until its bytes are complete."""
+    text = strip_punctuation(unicodedata.normalize("NFKC", text.split("\n")[0].removesuffix("\ufffd")).lower())
     words = ARTICLES.sub(" ", text).split()
     keys = {"".join(text.split()), "".join(words)}
     if words and not text[-1:].isspace() and any(a.startswith(words[-1]) for a in ("the", "an")):
@@ -66,13 +66,20 @@ class _Node:
     prob: float  # probability of this path under the sampler (0 for a greedy-only node)
     greedy: bool
 
+# A path less likely than this is not expanded; its mass is reported as `pruned`, so p_gold is exact to
+# within it. 160 samples (the paper's) see a path of 1e-7 with probability < 2e-5; the floor bounds
+# the tree when a model wanders through whitespace or punctuation tokens that keep every alias open.
+MIN_PATH_PROB = 1e-7
+
 
 @dataclass
 class ExactCompletion:
-    """A prompt's greedy answer and the exact probability that one sample is a gold answer."""
+    """A prompt's greedy answer and the probability that one sample is a gold answer: p_gold, and at most
+    `pruned` more (the mass of paths below MIN_PATH_PROB that were still on a gold path)."""
 
     greedy: str
     p_gold: float
+    pruned: float = 0.0
 
 
 class ExactScorer:
@@ -97,7 +104,7 @@ class ExactScorer:
         keys = [gold_keys(a) for a in answers]
         cache, mask, logits = eng.prefill(prefix, suffixes)
         nodes = [_Node(b, [], 1.0, True) for b in range(len(suffixes))]
-        greedy, p_gold = [""] * len(suffixes), [0.0] * len(suffixes)
+        greedy, p_gold, pruned = [""] * len(suffixes), [0.0] * len(suffixes), [0.0] * len(suffixes)
         while nodes:
             children, parents = [], []
             argmax = logits.argmax(-1).tolist()
@@ -111,7 +118,10 @@ class ExactScorer:
                             if is_correct(answer_text(eng.tok, path), answers[node.prompt]):
                                 p_gold[node.prompt] += node.prob * q
                         elif on_gold_path(eng.tok.decode(path, skip_special_tokens=True), keys[node.prompt]):
-                            kids[tok_id] = _Node(node.prompt, path, node.prob * q, False)
+                            if node.prob * q >= MIN_PATH_PROB:
+                                kids[tok_id] = _Node(node.prompt, path, node.prob * q, False)
+                            else:
+                                pruned[node.prompt] += node.prob * q
                 if node.greedy:
                     path = node.path + [argmax[r]]
                     if argmax[r] in eng.stop_ids or len(path) >= params.max_new_tokens:
@@ -126,4 +136,4 @@ class ExactScorer:
             eng.stats.tree_forwards += len(children)
             cache, mask, logits = eng.step(cache, mask, parents, [c.path[-1] for c in children])
             nodes = children
-        return [ExactCompletion(g, min(p, 1.0)) for g, p in zip(greedy, p_gold)]
+        return [ExactCompletion(g, min(p, 1.0), x) for g, p, x in zip(greedy, p_gold, pruned)]

@@ -4,7 +4,8 @@ P(T=0) comes from the greedy answers, as in the sampled estimator. For P(T>0), p
 probability that one sample under exemplar set s is a gold answer, replaces the N_sample draws
 (knowtune.engine.exact). Then E[P(T>0)] = mean_s p_s and, when every greedy answer is wrong,
 P(WeaklyKnown) = 1 − Π_s (1 − p_s)^N_sample: the chance that sampled SliCK would see at least one
-correct sample. A record keeps p_s per set, that probability, the category it makes more likely
+correct sample. A record keeps p_s per set (and per set the mass of paths too unlikely to expand,
+by which p_s may be low: engine/exact.py's MIN_PATH_PROB), that probability, the category it makes more likely
 (`category_expected`) and, as `category`, one seeded draw from it, so the categories of a run are
 distributed exactly as sampled SliCK's (the curation and the studies read `category`).
 """
@@ -53,7 +54,7 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
         raise ConfigError("estimator: 'exact' needs the hf engine (it scores under teacher forcing)")
     scorer = ExactScorer(engine)
     params = cfg.sampling()
-    greedy, p_sets = defaultdict(list), defaultdict(list)
+    greedy, p_sets, pruned = defaultdict(list), defaultdict(list), defaultdict(list)
     relation = examples[0].relation
     for exemplars in exemplar_sets(data, relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed):
         prefix = "".join(exemplar_block(e) for e in exemplars)
@@ -61,6 +62,7 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
         for ex, out in zip(examples, outs):
             greedy[ex.id].append(out.greedy)
             p_sets[ex.id].append(out.p_gold)
+            pruned[ex.id].append(out.pruned)
     records = []
     for ex in examples:
         g_ok = [is_correct(a, ex.answers) for a in greedy[ex.id]]
@@ -71,5 +73,5 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
             ex.id, ex.relation, ex.subject, ex.question, ex.answers, ex.popularity, ex.split, greedy=greedy[ex.id],
             greedy_correct=g_ok, p_greedy=p_greedy, p_sample=sum(p_sets[ex.id]) / len(p_sets[ex.id]), category=drawn,
             extra={"estimator": "exact", "p_sets": p_sets[ex.id], "p_weakly_known": p_wk,
-                   "category_expected": expected}))
+                   "category_expected": expected, "p_sets_pruned": pruned[ex.id]}))
     return records
