@@ -66,16 +66,13 @@ class _Node:
     prob: float  # probability of this path under the sampler (0 for a greedy-only node)
     greedy: bool
 
-# A path less likely than this is not expanded; its mass is reported as `pruned`, so p_gold is exact to
-# within it. 160 samples (the paper's) see a path of 1e-7 with probability < 2e-5; the floor bounds
-# the tree when a model wanders through whitespace or punctuation tokens that keep every alias open.
-MIN_PATH_PROB = 1e-7
+
 
 
 @dataclass
 class ExactCompletion:
     """A prompt's greedy answer and the probability that one sample is a gold answer: p_gold, and at most
-    `pruned` more (the mass of paths below MIN_PATH_PROB that were still on a gold path)."""
+    `pruned` more (the mass of paths below the floor that were still on a gold path)."""
 
     greedy: str
     p_gold: float
@@ -85,8 +82,11 @@ class ExactCompletion:
 class ExactScorer:
     """Greedy answers and exact gold probabilities, reusing an `HFTreeEngine`'s prefix cache and batching."""
 
-    def __init__(self, engine: HFTreeEngine):
-        self.engine = engine
+    def __init__(self, engine: HFTreeEngine, min_path_prob: float = 1e-5):
+        # A path less likely than the floor is not expanded and its mass is reported as `pruned`, so p_gold
+        # is exact to within it. The floor bounds the tree: without it, a model that wanders through
+        # punctuation or whitespace after an alias ("Nuuk.", "Nuuk -") keeps thousands of tiny paths open.
+        self.engine, self.min_path_prob = engine, min_path_prob
 
     @torch.inference_mode()
     def score(
@@ -118,7 +118,7 @@ class ExactScorer:
                             if is_correct(answer_text(eng.tok, path), answers[node.prompt]):
                                 p_gold[node.prompt] += node.prob * q
                         elif on_gold_path(eng.tok.decode(path, skip_special_tokens=True), keys[node.prompt]):
-                            if node.prob * q >= MIN_PATH_PROB:
+                            if node.prob * q >= self.min_path_prob:
                                 kids[tok_id] = _Node(node.prompt, path, node.prob * q, False)
                             else:
                                 pruned[node.prompt] += node.prob * q

@@ -24,6 +24,8 @@ class ProbeConfig(BaseModel):
     seed: int = Field(0, description="fixes exemplar sets and every sample")
     estimator: Literal["sampled", "exact"] = Field(
         "sampled", description="P(T>0) from N_sample drawn answers, or exact sample probabilities (hf engine only)")
+    min_path_prob: float = Field(1e-5, ge=0, lt=1, description="exact estimator: answer paths less likely are not "
+                                 "expanded; their mass, recorded, bounds the error of p_s")
 
     def sampling(self) -> SamplingParams:
         """The decoding part of the settings."""

@@ -5,7 +5,7 @@ probability that one sample under exemplar set s is a gold answer, replaces the 
 (knowtune.engine.exact). Then E[P(T>0)] = mean_s p_s and, when every greedy answer is wrong,
 P(WeaklyKnown) = 1 − Π_s (1 − p_s)^N_sample: the chance that sampled SliCK would see at least one
 correct sample. A record keeps p_s per set (and per set the mass of paths too unlikely to expand,
-by which p_s may be low: engine/exact.py's MIN_PATH_PROB), that probability, the category it makes more likely
+by which p_s may be low: the `min_path_prob` floor), that probability, the category it makes more likely
 (`category_expected`) and, as `category`, one seeded draw from it, so the categories of a run are
 distributed exactly as sampled SliCK's (the curation and the studies read `category`).
 """
@@ -52,7 +52,7 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
 
     if not isinstance(engine, HFTreeEngine):
         raise ConfigError("estimator: 'exact' needs the hf engine (it scores under teacher forcing)")
-    scorer = ExactScorer(engine)
+    scorer = ExactScorer(engine, cfg.min_path_prob)
     params = cfg.sampling()
     greedy, p_sets, pruned = defaultdict(list), defaultdict(list), defaultdict(list)
     relation = examples[0].relation
@@ -68,10 +68,12 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
         g_ok = [is_correct(a, ex.answers) for a in greedy[ex.id]]
         p_greedy = sum(g_ok) / cfg.n_exemplar_sets
         p_wk = weakly_known_probability(p_sets[ex.id], cfg.n_samples)
+        upper = [min(p + x, 1.0) for p, x in zip(p_sets[ex.id], pruned[ex.id])]
         expected, drawn = exact_categories(p_greedy, p_wk, cfg.seed, ex.id)
         records.append(ProbeRecord(
             ex.id, ex.relation, ex.subject, ex.question, ex.answers, ex.popularity, ex.split, greedy=greedy[ex.id],
             greedy_correct=g_ok, p_greedy=p_greedy, p_sample=sum(p_sets[ex.id]) / len(p_sets[ex.id]), category=drawn,
             extra={"estimator": "exact", "p_sets": p_sets[ex.id], "p_weakly_known": p_wk,
-                   "category_expected": expected, "p_sets_pruned": pruned[ex.id]}))
+                   "category_expected": expected, "p_sets_pruned": pruned[ex.id],
+                   "p_weakly_known_upper": weakly_known_probability(upper, cfg.n_samples)}))
     return records

@@ -13,7 +13,11 @@ from test_slick import make_dataset
 from knowtune.engine import HFTreeEngine
 from knowtune.errors import ConfigError
 from knowtune.probe.config import probe_config
-from knowtune.probe.exact import exact_categories, probe_examples_exact, weakly_known_probability
+from knowtune.probe.exact import (
+    exact_categories,
+    probe_examples_exact,
+    weakly_known_probability,
+)
 from knowtune.probe.slick import load_records, run_probe
 from knowtune.train.fit import teacher_forced_fit
 
