@@ -26,7 +26,7 @@ SETTINGS = {"n_exemplar_sets": "3", "n_samples": "6", "max_new_tokens": "6"}
 
 def run(model, tok, out, estimator: str):
     ds = make_dataset()
-    cfg = probe_config("quick", {**SETTINGS, "estimator": estimator})
+    cfg = probe_config("paper", {**SETTINGS, "estimator": estimator})
     run_probe(HFTreeEngine(model, tok, batch_size=4), ds, ds.split("test"), cfg, out, {"spec": "tiny"}, progress=False)
     return {r.id: r for r in load_records(out / "probe.jsonl")}
 
@@ -78,4 +78,4 @@ def test_drawn_category_follows_its_probability():
 def test_exact_needs_the_hf_engine():
     ds = make_dataset()
     with pytest.raises(ConfigError, match="estimator: 'exact' needs the hf engine"):
-        probe_examples_exact(object(), ds, ds.split("test"), probe_config("quick", {"estimator": "exact"}))
+        probe_examples_exact(object(), ds, ds.split("test"), probe_config("paper", {"estimator": "exact"}))
