@@ -30,7 +30,7 @@ def weakly_known_probability(p_sets: list[float], n_samples: int) -> float:
     """1 − Π_s (1 − p_s)^n_samples, computed in log space so tiny p_s are not lost to rounding."""
     if any(p >= 1.0 for p in p_sets) and n_samples:
         return 1.0
-    return -math.expm1(n_samples * sum(math.log1p(-p) for p in p_sets))
+    return 0.0 - math.expm1(n_samples * sum(math.log1p(-p) for p in p_sets))  # 0.0 - : never -0.0
 
 
 def exact_categories(p_greedy: float, p_wk: float, seed: int, example_id: str) -> tuple[str, str]:
@@ -61,8 +61,10 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
         outs = scorer.score(prefix, [question_block(e) for e in examples], [e.answers for e in examples], params)
         for ex, out in zip(examples, outs):
             greedy[ex.id].append(out.greedy)
-            p_sets[ex.id].append(out.p_gold)
-            pruned[ex.id].append(out.pruned)
+            # 4 significant digits: float32 logits differ in their last bits with the batch's shape, and a
+            # record must not depend on batching or on where a killed run resumed
+            p_sets[ex.id].append(float(f"{out.p_gold:.4g}"))
+            pruned[ex.id].append(float(f"{out.pruned:.4g}"))
     records = []
     for ex in examples:
         g_ok = [is_correct(a, ex.answers) for a in greedy[ex.id]]

@@ -79,3 +79,12 @@ def test_exact_needs_the_hf_engine():
     ds = make_dataset()
     with pytest.raises(ConfigError, match="estimator: 'exact' needs the hf engine"):
         probe_examples_exact(object(), ds, ds.split("test"), probe_config("paper", {"estimator": "exact"}))
+
+
+def test_exact_records_independent_of_batching(tiny_model, tiny_tokenizer):
+    ds = make_dataset()
+    qs = ds.split("test")
+    cfg = probe_config("paper", {**SETTINGS, "estimator": "exact"})
+    one = probe_examples_exact(HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=1), ds, qs[:6], cfg)
+    many = probe_examples_exact(HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=6), ds, qs[:6][::-1], cfg)
+    assert one == many[::-1]
