@@ -47,9 +47,9 @@ def test_bf16_fit_equals_float32_on_the_builtin_model():
     from knowtune.models import load_model
 
     lm = load_model("builtin")
-    questions = load_qa("builtin").split("train")[:320]
-    pairs = own_greedy_pairs(lm.model, lm.tokenizer, [e.question for e in questions[:160]])
-    pairs += [(f"Q: {e.question}\nA:", f" {e.answers[0]}\n") for e in questions[160:]]
+    questions = load_qa("builtin").split("train")[:400]
+    pairs = own_greedy_pairs(lm.model, lm.tokenizer, [e.question for e in questions[:240]])
+    pairs += [(f"Q: {e.question}\nA:", f" {e.answers[0]}\n") for e in questions[240:]]
     assert len(pairs) >= 300
     exact = teacher_forced_fit(lm.model, lm.tokenizer, pairs)
     assert sum(exact) >= 100
