@@ -86,3 +86,59 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return n
 
 
+_PIECES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def byte_pieces(tokenizer) -> tuple[bytes, ...] | None:
+    """Per vocab id, the bytes it adds to `decode(ids, skip_special_tokens=True)` under a byte-level BPE decoder
+    (which joins the tokens' bytes and decodes them as UTF-8, replacing what is invalid); None for another decoder.
+    Cached per tokenizer."""
+    if tokenizer not in _PIECES:
+        from tokenizers import decoders
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        pieces = None
+        if isinstance(getattr(backend, "decoder", None), decoders.ByteLevel) and not tokenizer.clean_up_tokenization_spaces:
+            to_byte = {ord(ch): b for b, ch in bytes_to_unicode().items()}
+            byte_chars = {chr(c) for c in to_byte}
+            # what decode skips: the tokens the backend marks special (not only transformers' named ones)
+            special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+            # As the ByteLevel decoder does: a token's characters map back to bytes, or, when one of them is not a
+            # byte character (an added token), the token's own UTF-8.
+            pieces = tuple(
+                b"" if i in special or tok is None
+                else tok.translate(to_byte).encode("latin-1") if byte_chars.issuperset(tok) else tok.encode()
+                for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))))
+            # added tokens are the ones a tokenizer may treat apart: refuse the shortcut if one decodes otherwise
+            if any(tokenizer.decode([i], skip_special_tokens=True) != pieces[i].decode(errors="replace")
+                   for i in tokenizer.added_tokens_decoder if i < len(pieces)):
+                pieces = None
+        _PIECES[tokenizer] = pieces
+    return _PIECES[tokenizer]
+
+
+class PathText:
+    """`tokenizer.decode(path, skip_special_tokens=True)` for token paths that grow one token at a time: a path
+    carries its bytes, so a child's text costs one UTF-8 decode of a few dozen bytes instead of a tokenizer call
+    (hand-written: tokenizers has no incremental decode from Python). Any decoder other than byte-level BPE's
+    falls back to decoding the whole path."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.pieces = tokenizer, byte_pieces(tokenizer)
+
+    def grow(self, raw: bytes, token: int) -> bytes:
+        """The bytes of a path after appending `token` to a path whose bytes are `raw`."""
+        if self.pieces is None:
+            return b""
+        return raw + (self.pieces[token] if token < len(self.pieces) else b"")  # decode skips an id it lacks
+
+    def text(self, path: list[int], raw: bytes) -> str:
+        """The decoded text of `path`, whose bytes are `raw`."""
+        if self.pieces is None:
+            return self.tok.decode(path, skip_special_tokens=True)
+        return raw.decode("utf-8", errors="replace")
+
+    def answer(self, path: list[int], raw: bytes) -> str:
+        """`answer_text` of `path`."""
+        return self.text(path, raw).split("\n")[0].strip()
