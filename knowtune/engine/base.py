@@ -56,6 +56,12 @@ class Engine(Protocol):
         """Greedy + n_samples answers for each prompt `prefix + suffix`, using its seed."""
         ...
 
+    def complete_prompts(
+        self, prompts: list[tuple[str, str]], seeds: list[int], params: SamplingParams
+    ) -> list[Completion]:
+        """Greedy + n_samples answers for each prompt (prefix, suffix) under several prefixes, using its seed."""
+        ...
+
 
 _STOP_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from knowtune.engine.base import SamplingParams, answer_text
+from knowtune.engine.base import PathText, SamplingParams, answer_text
 from knowtune.engine.hf_tree import HFTreeEngine
-from knowtune.matching import ARTICLES, is_correct, normalize_answer, strip_punctuation
+from knowtune.matching import ARTICLES, normalize_answer, strip_punctuation
 
 
 def surface_key(text: str) -> str:
@@ -65,8 +65,7 @@ class _Node:
     path: list[int]
     prob: float  # probability of this path under the sampler (0 for a greedy-only node)
     greedy: bool
-
-
+    raw: bytes = b""  # the path's decoded bytes (`PathText`)
 
 
 @dataclass
@@ -87,22 +86,32 @@ class ExactScorer:
         # is exact to within it. The floor bounds the tree: without it, a model that wanders through
         # punctuation or whitespace after an alias ("Nuuk.", "Nuuk -") keeps thousands of tiny paths open.
         self.engine, self.min_path_prob = engine, min_path_prob
+        # the filter decodes every top-k child of every node: incrementally, from the parent's bytes
+        self.texts = PathText(engine.tok)
 
-    @torch.inference_mode()
     def score(
         self, prefix: str, suffixes: list[str], answers: list[tuple[str, ...]], params: SamplingParams
     ) -> list[ExactCompletion]:
         """For each prompt `prefix + suffix` with gold `answers[i]`: greedy answer and p_gold."""
-        results: list[ExactCompletion | None] = [None] * len(suffixes)
-        for cached, idx, rest in self.engine.batches(prefix, suffixes):
+        return self.score_prompts([(prefix, s) for s in suffixes], answers, params)
+
+    @torch.inference_mode()
+    def score_prompts(
+        self, prompts: list[tuple[str, str]], answers: list[tuple[str, ...]], params: SamplingParams
+    ) -> list[ExactCompletion]:
+        """For each prompt (prefix, suffix) with gold `answers[i]`: greedy answer and p_gold; prompts under
+        different prefixes share batches, as in `HFTreeEngine.complete_prompts`."""
+        results: list[ExactCompletion | None] = [None] * len(prompts)
+        for cached, idx, rest in self.engine.batches(prompts):
             for i, c in zip(idx, self._run_batch(cached, rest, [answers[i] for i in idx], params)):
                 results[i] = c
         return results  # type: ignore[return-value]
 
-    def _run_batch(self, prefix, suffixes, answers, params) -> list[ExactCompletion]:
-        eng = self.engine
+    def _run_batch(self, prefixes, suffixes, answers, params) -> list[ExactCompletion]:
+        eng, texts = self.engine, self.texts
         keys = [gold_keys(a) for a in answers]
-        cache, mask, logits = eng.prefill(prefix, suffixes)
+        gold = [{normalize_answer(a) for a in aliases} for aliases in answers]  # is_correct, aliases normalised once
+        cache, mask, logits = eng.prefill(prefixes, suffixes)
         nodes = [_Node(b, [], 1.0, True) for b in range(len(suffixes))]
         greedy, p_gold, pruned = [""] * len(suffixes), [0.0] * len(suffixes), [0.0] * len(suffixes)
         while nodes:
@@ -113,13 +122,13 @@ class ExactScorer:
                 kids: dict[int, _Node] = {}
                 if node.prob > 0.0:
                     for tok_id, q in zip(support[r][0].tolist(), support[r][1].tolist()):
-                        path = node.path + [tok_id]
+                        path, raw = node.path + [tok_id], texts.grow(node.raw, tok_id)
                         if tok_id in eng.stop_ids or len(path) >= params.max_new_tokens:
-                            if is_correct(answer_text(eng.tok, path), answers[node.prompt]):
+                            if normalize_answer(texts.answer(path, raw)) in gold[node.prompt]:
                                 p_gold[node.prompt] += node.prob * q
-                        elif on_gold_path(eng.tok.decode(path, skip_special_tokens=True), keys[node.prompt]):
+                        elif on_gold_path(texts.text(path, raw), keys[node.prompt]):
                             if node.prob * q >= self.min_path_prob:
-                                kids[tok_id] = _Node(node.prompt, path, node.prob * q, False)
+                                kids[tok_id] = _Node(node.prompt, path, node.prob * q, False, raw)
                             else:
                                 pruned[node.prompt] += node.prob * q
                 if node.greedy:
@@ -127,7 +136,8 @@ class ExactScorer:
                     if argmax[r] in eng.stop_ids or len(path) >= params.max_new_tokens:
                         greedy[node.prompt] = answer_text(eng.tok, path)
                     else:
-                        kids.setdefault(argmax[r], _Node(node.prompt, path, 0.0, False)).greedy = True
+                        kid = _Node(node.prompt, path, 0.0, False, texts.grow(node.raw, argmax[r]))
+                        kids.setdefault(argmax[r], kid).greedy = True
                 for kid in kids.values():
                     children.append(kid)
                     parents.append(r)

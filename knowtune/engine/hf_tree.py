@@ -54,9 +54,8 @@ class HFTreeEngine:
         return next(self.model.parameters()).device
 
     def _prefill_prefix(self, ids: tuple[int, ...]):
-        """KV cache of the shared prefix (batch 1), computed once per distinct prefix."""
+        """KV cache of a shared prefix (batch 1), computed once per distinct prefix of a `batches` call."""
         if ids not in self._prefix_cache:
-            self._prefix_cache.clear()  # prompts arrive grouped by prefix: keep only the current one
             out = self.model(torch.tensor([ids], device=self.device), cache=DynamicCache(config=self.model.config),
                              use_cache=True, logits_to_keep=1)
             self.stats.prefill_tokens += len(ids)
@@ -68,33 +67,39 @@ class HFTreeEngine:
         self, prefix: str, suffixes: list[str], seeds: list[int], params: SamplingParams
     ) -> list[Completion]:
         """Greedy + n_samples answers for each prompt `prefix + suffix`."""
-        results: list[Completion | None] = [None] * len(suffixes)
-        for cached, idx, rest in self.batches(prefix, suffixes):
+        return self.complete_prompts([(prefix, s) for s in suffixes], seeds, params)
+
+    @torch.inference_mode()
+    def complete_prompts(
+        self, prompts: list[tuple[str, str]], seeds: list[int], params: SamplingParams
+    ) -> list[Completion]:
+        """Greedy + n_samples answers for each prompt (prefix, suffix): prompts under different prefixes (a
+        probe's exemplar sets) share batches, so each decoding step runs the model once for all of them."""
+        results: list[Completion | None] = [None] * len(prompts)
+        for cached, idx, rest in self.batches(prompts):
             for i, c in zip(idx, self._run_batch(cached, rest, [seeds[i] for i in idx], params)):
                 results[i] = c
         return results  # type: ignore[return-value]
 
-    def batches(self, prefix: str, suffixes: list[str]):
-        """Yield (cached prefix ids, prompt indices, their remaining ids): batches of at most `batch_size`
-        prompts that share one cached prefix, similar lengths together."""
-        prefix_ids = self.tok(prefix)["input_ids"] if prefix else []
-        prompts = [self.tok(prefix + s)["input_ids"] for s in suffixes]
+    def batches(self, prompts: list[tuple[str, str]]):
+        """Yield (per prompt its cached prefix ids, prompt indices, per prompt its remaining ids): batches of at
+        most `batch_size` prompts, similar lengths together; each distinct prefix is prefilled once."""
+        self._prefix_cache.clear()  # prompts arrive grouped by prefixes: keep only the current call's
+        prefix_ids = {p: self.tok(p)["input_ids"] if p else [] for p in dict.fromkeys(p for p, _ in prompts)}
+        ids = [self.tok(p + s)["input_ids"] for p, s in prompts]
         # BPE can merge across the prefix/suffix boundary ('\n\n' alone vs '\n','\n' before 'Q'), so the
-        # cached part of each prompt is its longest common token prefix with the prefix's own tokens.
-        splits = [min(common_prefix_len(prefix_ids, p), len(p) - 1) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: (splits[i], len(prompts[i])))
+        # cached part of each prompt is its longest common token prefix with its prefix's own tokens.
+        splits = [min(common_prefix_len(prefix_ids[p], t), len(t) - 1) for (p, _), t in zip(prompts, ids)]
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]) - splits[i], splits[i], i))
         for start in range(0, len(order), self.batch_size):
-            by_split: dict[int, list[int]] = {}
-            for i in order[start : start + self.batch_size]:
-                by_split.setdefault(splits[i], []).append(i)
-            for split, idx in by_split.items():
-                yield prompts[idx[0]][:split], idx, [prompts[i][split:] for i in idx]
+            idx = order[start : start + self.batch_size]
+            yield [ids[i][: splits[i]] for i in idx], idx, [ids[i][splits[i] :] for i in idx]
         self.stats.prompts += len(prompts)
 
-    def _run_batch(self, prefix: list[int], suffixes: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
+    def _run_batch(self, prefixes: list[list[int]], suffixes: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
         """Prefill the suffixes behind the cached prefix, then expand every prompt's sample tree."""
         B = len(suffixes)
-        cache, mask, logits = self.prefill(prefix, suffixes)
+        cache, mask, logits = self.prefill(prefixes, suffixes)
         nodes = [_Node(b, [], params.n_samples, True) for b in range(B)]
         greedy: list[str] = [""] * B
         samples: list[dict[str, int]] = [{} for _ in range(B)]
@@ -107,29 +112,45 @@ class HFTreeEngine:
             nodes = children
         return [Completion(g, s) for g, s in zip(greedy, samples)]
 
-    def prefill(self, prefix: list[int], suffixes: list[list[int]]):
-        """Run `suffixes` behind the cached `prefix` as one batch: (cache, attention mask, last logits in float32)."""
-        dev, B, L = self.device, len(suffixes), len(prefix)
+    def prefill(self, prefixes: list[list[int]], suffixes: list[list[int]]):
+        """Run each suffix behind its cached prefix, all as one batch: (cache, attention mask, last logits in float32)."""
+        dev, B, L = self.device, len(suffixes), max(len(p) for p in prefixes)
         S = max(len(s) for s in suffixes)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        # Suffixes are left-padded *between* prefix and suffix, so every prompt ends at the last column.
+        # Prefixes are right-padded and suffixes left-padded, both into the gap between them, so every prompt
+        # ends at the last column and each prefix keeps the positions its cache was computed at.
         ids = torch.full((B, S), pad, dtype=torch.long)
         mask = torch.zeros((B, L + S), dtype=torch.long)
-        mask[:, :L] = 1
-        for b, s in enumerate(suffixes):
+        for b, (p, s) in enumerate(zip(prefixes, suffixes)):
+            mask[b, : len(p)] = 1
             ids[b, S - len(s) :] = torch.tensor(s)
             mask[b, L + S - len(s) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, L:]
         cache = DynamicCache(config=self.model.config)
         if L:
-            cache = copy.deepcopy(self._prefill_prefix(tuple(prefix)))
-            cache.batch_repeat_interleave(B)
+            cache = self._batch_prefix_cache(prefixes, L)
         out = self.model(
             input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
             cache=cache, use_cache=True, logits_to_keep=1,
         )
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
         return out.cache, mask, out.logits[:, -1, :].float()
+
+    def _batch_prefix_cache(self, prefixes: list[list[int]], L: int):
+        """One cache whose row b holds prompt b's prefix cache, zero-padded on the right to length L (masked out)."""
+        keys = list(dict.fromkeys(tuple(p) for p in prefixes))
+        caches = [self._prefill_prefix(k) for k in keys]
+        rows = torch.tensor([keys.index(tuple(p)) for p in prefixes], device=self.device)
+        # a fresh copy to grow, whatever its layer classes; its tensors are replaced below as
+        # `batch_repeat_interleave` would (transformers has no cache merge across prompts)
+        cache = copy.deepcopy(caches[0])
+        grow = lambda t: torch.nn.functional.pad(t, (0, 0, 0, L - t.shape[-2]))
+        for i, layer in enumerate(cache.layers):
+            if not layer.is_initialized:
+                continue
+            layer.keys = torch.cat([grow(c.layers[i].keys) for c in caches]).index_select(0, rows)
+            layer.values = torch.cat([grow(c.layers[i].values) for c in caches]).index_select(0, rows)
+        return cache
 
     def step(self, cache, mask: torch.Tensor, parents: list[int], tokens: list[int]):
         """One decoding step: row i continues row `parents[i]` of the cache with `tokens[i]`."""

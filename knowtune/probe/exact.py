@@ -56,10 +56,14 @@ def probe_examples_exact(engine, data: QADataset, examples: list[QAExample], cfg
     params = cfg.sampling()
     greedy, p_sets, pruned = defaultdict(list), defaultdict(list), defaultdict(list)
     relation = examples[0].relation
-    for exemplars in exemplar_sets(data, relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed):
-        prefix = "".join(exemplar_block(e) for e in exemplars)
-        outs = scorer.score(prefix, [question_block(e) for e in examples], [e.answers for e in examples], params)
-        for ex, out in zip(examples, outs):
+    prefixes = ["".join(exemplar_block(e) for e in exemplars)
+                for exemplars in exemplar_sets(data, relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed)]
+    # every exemplar set in one call: its batches mix the sets, so a decoding step runs the model once for all
+    outs = scorer.score_prompts([(prefix, question_block(e)) for prefix in prefixes for e in examples],
+                                [e.answers for _ in prefixes for e in examples], params)
+    n = len(examples)
+    for s in range(len(prefixes)):
+        for ex, out in zip(examples, outs[s * n : (s + 1) * n]):
             greedy[ex.id].append(out.greedy)
             # 4 significant digits: float32 logits differ in their last bits with the batch's shape, and a
             # record must not depend on batching or on where a killed run resumed

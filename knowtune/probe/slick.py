@@ -65,12 +65,14 @@ def probe_examples(
     greedy = defaultdict(list)
     sample_correct = defaultdict(list)
     sampled = defaultdict(list)
-    for s, exemplars in enumerate(exemplar_sets(data, relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed)):
-        prefix = "".join(exemplar_block(e) for e in exemplars)
-        outs = engine.complete(
-            prefix, [question_block(e) for e in examples], [question_seed(cfg.seed, e.id, s) for e in examples], params
-        )
-        for ex, out in zip(examples, outs):
+    sets = exemplar_sets(data, relation, cfg.k_shot, cfg.n_exemplar_sets, cfg.seed)
+    prefixes = ["".join(exemplar_block(e) for e in exemplars) for exemplars in sets]
+    prompts = [(prefix, question_block(e)) for prefix in prefixes for e in examples]
+    seeds = [question_seed(cfg.seed, e.id, s) for s in range(len(sets)) for e in examples]
+    outs = engine.complete_prompts(prompts, seeds, params)  # every exemplar set in one call: batches mix the sets
+    n = len(examples)
+    for s in range(len(sets)):
+        for ex, out in zip(examples, outs[s * n : (s + 1) * n]):
             greedy[ex.id].append(out.greedy)
             sample_correct[ex.id].append(sum(c for a, c in out.samples.items() if is_correct(a, ex.answers)))
             sampled[ex.id].append(dict(sorted(out.samples.items(), key=lambda kv: -kv[1])))

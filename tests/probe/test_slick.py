@@ -100,9 +100,9 @@ def test_resume_skips_done_work_and_refuses_other_settings(tiny_model, tiny_toke
     engine_calls = []
 
     class Counting(HFTreeEngine):
-        def complete(self, *a, **k):
+        def complete_prompts(self, *a, **k):
             engine_calls.append(1)
-            return super().complete(*a, **k)
+            return super().complete_prompts(*a, **k)
 
     cfg = probe_config("paper", {"n_exemplar_sets": "3", "n_samples": "6", "max_new_tokens": "6", "seed": "0"})
     run_probe(Counting(tiny_model, tiny_tokenizer), ds, qs, cfg, tmp_path, {"spec": "tiny"}, progress=False)
