@@ -47,20 +47,31 @@ class HFTreeEngine:
         self.model, self.tok, self.batch_size = model, tokenizer, batch_size
         self.stop_ids = newline_stop_ids(tokenizer)
         self.stats = EngineStats()
-        self._prefix_cache: dict[tuple[int, ...], object] = {}
+        self._prefix_cache: dict[tuple[int, ...], tuple[object, int]] = {}
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _prefill_prefix(self, ids: tuple[int, ...]):
-        """KV cache of a shared prefix (batch 1), computed once per distinct prefix of a `batches` call."""
-        if ids not in self._prefix_cache:
-            out = self.model(torch.tensor([ids], device=self.device), cache=DynamicCache(config=self.model.config),
-                             use_cache=True, logits_to_keep=1)
-            self.stats.prefill_tokens += len(ids)
-            self._prefix_cache[ids] = out.cache
-        return self._prefix_cache[ids]
+    def _prefill_prefixes(self, prefixes: list[tuple[int, ...]]) -> None:
+        """KV caches of the prefixes not cached yet in this `batches` call, in one right-padded forward
+        (a row's padding comes after its tokens, so they never attend to it)."""
+        todo = [p for p in dict.fromkeys(prefixes) if p not in self._prefix_cache]
+        if not todo:
+            return
+        n = max(len(p) for p in todo)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ids = torch.full((len(todo), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(todo), n), dtype=torch.long)
+        for b, p in enumerate(todo):
+            ids[b, : len(p)], mask[b, : len(p)] = torch.tensor(p), 1
+        pos = torch.arange(n).expand(len(todo), n)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=pos.to(self.device), cache=DynamicCache(config=self.model.config),
+                         use_cache=True, logits_to_keep=1)
+        self.stats.prefill_tokens += sum(len(p) for p in todo)
+        for b, p in enumerate(todo):
+            self._prefix_cache[p] = (out.cache, b)  # its row in the batch's cache
 
     @torch.inference_mode()
     def complete(
@@ -139,17 +150,18 @@ class HFTreeEngine:
     def _batch_prefix_cache(self, prefixes: list[list[int]], L: int):
         """One cache whose row b holds prompt b's prefix cache, zero-padded on the right to length L (masked out)."""
         keys = list(dict.fromkeys(tuple(p) for p in prefixes))
-        caches = [self._prefill_prefix(k) for k in keys]
+        self._prefill_prefixes(keys)
+        parts = [(*self._prefix_cache[k], len(k)) for k in keys]  # (cache, row, length)
         rows = torch.tensor([keys.index(tuple(p)) for p in prefixes], device=self.device)
         # a fresh copy to grow, whatever its layer classes; its tensors are replaced below as
         # `batch_repeat_interleave` would (transformers has no cache merge across prompts)
-        cache = copy.deepcopy(caches[0])
-        grow = lambda t: torch.nn.functional.pad(t, (0, 0, 0, L - t.shape[-2]))
+        cache = copy.deepcopy(parts[0][0])
+        part = lambda t, b, n: torch.nn.functional.pad(t[b : b + 1, :, :n], (0, 0, 0, L - n))
         for i, layer in enumerate(cache.layers):
             if not layer.is_initialized:
                 continue
-            layer.keys = torch.cat([grow(c.layers[i].keys) for c in caches]).index_select(0, rows)
-            layer.values = torch.cat([grow(c.layers[i].values) for c in caches]).index_select(0, rows)
+            layer.keys = torch.cat([part(c.layers[i].keys, b, n) for c, b, n in parts]).index_select(0, rows)
+            layer.values = torch.cat([part(c.layers[i].values, b, n) for c, b, n in parts]).index_select(0, rows)
         return cache
 
     def step(self, cache, mask: torch.Tensor, parents: list[int], tokens: list[int]):
