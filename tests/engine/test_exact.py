@@ -69,3 +69,15 @@ def test_sampler_frequency_matches_exact_probability(model, tiny_tokenizer, dist
     assert 0.05 < p < 0.95
     assert binomtest(hits, 10_000, p).pvalue > 1e-3
     assert binomtest(hits, 10_000, min(p + 0.03, 0.99)).pvalue < 1e-3
+
+
+def test_prompts_under_several_prefixes_score_as_alone(model, tiny_tokenizer, dist):
+    """score_prompts mixes prefixes in a batch; each prompt gets what it gets scored alone."""
+    ranked = [a for a, _ in sorted(dist.items(), key=lambda kv: -kv[1]) if a.strip()]
+    prompts = [(PREFIX, SUFFIX), ("Q: What is the capital of Peru?\nA: Lima\n\n", SUFFIX), ("", SUFFIX)]
+    gold = [(ranked[0],), (ranked[1],), (ranked[0], ranked[2])]
+    mixed = ExactScorer(HFTreeEngine(model, tiny_tokenizer, batch_size=3), 0.0).score_prompts(prompts, gold, PARAMS)
+    for (prefix, suffix), aliases, out in zip(prompts, gold, mixed):
+        alone = ExactScorer(HFTreeEngine(model, tiny_tokenizer, batch_size=1), 0.0).score(prefix, [suffix], [aliases], PARAMS)[0]
+        assert out.greedy == alone.greedy and out.p_gold == pytest.approx(alone.p_gold, abs=1e-6)
+    assert mixed[0].p_gold == pytest.approx(gold_mass(dist, gold[0]), abs=1e-6) and mixed[0].p_gold > 0

@@ -40,6 +40,26 @@ def test_results_do_not_depend_on_batch_size(tiny_model, tiny_tokenizer):
     assert [(o.greedy, o.samples) for o in one] == [(o.greedy, o.samples) for o in many[::-1]]
 
 
+def test_prompts_under_several_prefixes_share_batches(tiny_model, tiny_tokenizer):
+    """Prefixes of different lengths (and none) in one batch: each row behind its own padded prefix cache gives
+    the answers of the prompt alone, and greedy still equals HF generate on the whole prompt."""
+    prefixes = [PREFIX, "Q: What is the capital of Peru?\nA: Lima\n\n", ""]
+    prompts = [(p, s) for p in prefixes for s in SUFFIXES[:3]]
+    seeds = list(range(len(prompts)))
+    params = SamplingParams(n_samples=16, max_new_tokens=6)
+    eng = HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=len(prompts))
+    mixed = eng.complete_prompts(prompts, seeds, params)
+    alone = [HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=1).complete(p, [s], [seed], params)[0]
+             for (p, s), seed in zip(prompts, seeds)]
+    assert [(o.greedy, o.samples) for o in mixed] == [(o.greedy, o.samples) for o in alone]
+    for (p, s), out in zip(prompts, mixed):
+        assert out.greedy == hf_greedy(tiny_model, tiny_tokenizer, p + s, 6)
+    per_prefix = HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=3)
+    for k, p in enumerate(prefixes):
+        per_prefix.complete(p, SUFFIXES[:3], seeds[3 * k : 3 * k + 3], params)
+    assert eng.stats.prefill_tokens == per_prefix.stats.prefill_tokens  # each prefix prefilled once
+
+
 def test_tree_shares_work(tiny_model, tiny_tokenizer):
     eng = HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=6)
     eng.complete(PREFIX, SUFFIXES, list(range(6)), SamplingParams(n_samples=64, temperature=0.3, max_new_tokens=6))
