@@ -66,8 +66,12 @@ def _knowtune(args, queue):
     t0 = time.perf_counter()  # the fit check once more, alone, to price it against the epoch's training
     fit = teacher_forced_fit(res.model, lm.tokenizer, [(e.prompt, e.target) for e in examples])
     fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()  # and in bf16 with float32 recompute of near ties: must give the same fit
+    fit_bf16 = teacher_forced_fit(res.model, lm.tokenizer, [(e.prompt, e.target) for e in examples], bf16=True)
+    fit_bf16_s = time.perf_counter() - t0
     queue.put({"seconds": total, "fit_s": fit_s, "eval_s": timing["eval_s"], "fit": sum(fit) / len(fit),
-               "accuracy": res.metrics[-1]["accuracy"], "train_s": total - fit_s - timing["eval_s"]})
+               "accuracy": res.metrics[-1]["accuracy"], "train_s": total - fit_s - timing["eval_s"],
+               "fit_bf16_s": fit_bf16_s, "fit_bf16_identical": float(fit_bf16 == fit)})
 
 
 def _baseline(args, queue):
@@ -131,11 +135,15 @@ def main() -> None:
         "speedup": round(base["seconds"] / kt["seconds"], 2),
         "baseline": {k: round(v, 4) for k, v in base.items()}, "knowtune": {k: round(v, 4) for k, v in kt.items()},
         "fit_share_of_training": round(kt["fit_s"] / kt["train_s"], 4),
+        "fit_share_of_training_bf16": round(kt["fit_bf16_s"] / kt["train_s"], 4),
+        "fit_bf16_identical_to_float32": bool(kt["fit_bf16_identical"]),
     }
     print(f"{'':28}{'HF Trainer + generate':>24}{'knowtune':>12}")
     for key in ("seconds", "train_s", "fit_s", "eval_s", "fit", "accuracy"):
         print(f"{key:28}{base[key]:>24.3f}{kt[key]:>12.3f}")
-    print(f"speedup {result['speedup']}×; knowtune's fit tracking costs {result['fit_share_of_training']:.1%} of the epoch's training time")
+    print(f"speedup {result['speedup']}×; knowtune's fit tracking costs {result['fit_share_of_training']:.1%} of the epoch's training time "
+          f"(bf16 with float32 recompute: {result['fit_share_of_training_bf16']:.1%}, "
+          f"identical fit: {result['fit_bf16_identical_to_float32']})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

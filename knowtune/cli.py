@@ -81,6 +81,7 @@ def probe(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub (off by default)."),
     set_: list[str] = typer.Option([], "--set", help="Override a probe setting, e.g. --set k_shot=2."),
+    estimator: str | None = typer.Option(None, help="sampled (draw N_sample answers) or exact (their probabilities); default: the preset's."),
 ) -> None:
     """Probe what a model knows: SliCK categories per question."""
     from knowtune.data import load_qa, select_examples
@@ -90,7 +91,8 @@ def probe(
     from knowtune.probe.slick import check_probe_fits, run_probe
     from knowtune.report.tables import category_table
 
-    cfg = probe_config(preset, {"seed": str(seed), **parse_overrides(set_)})
+    chosen = {"estimator": estimator} if estimator is not None else {}
+    cfg = probe_config(preset, {"seed": str(seed), **chosen, **parse_overrides(set_)})
     dataset = load_qa(data)
     examples = select_examples(dataset, split, relations, limit)
     if not examples:

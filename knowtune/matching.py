@@ -8,17 +8,21 @@ import unicodedata
 from collections.abc import Iterable
 
 _PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
     """NFKC, lower-case, strip punctuation and the articles a/an/the, collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    text = strip_punctuation(unicodedata.normalize("NFKC", text).lower())
+    text = ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def strip_punctuation(text: str) -> str:
+    """`text` without ASCII punctuation and Unicode punctuation (category P*), as `normalize_answer` drops them."""
     # Removed, not replaced by a space, as in the SQuAD normaliser ("U.S." == "US"); Unicode punctuation
     # (e.g. '’', '–') counts too, so typographic quotes never block a match.
-    text = "".join(ch for ch in text if ch not in _PUNCT and not unicodedata.category(ch).startswith("P"))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+    return "".join(ch for ch in text if ch not in _PUNCT and not unicodedata.category(ch).startswith("P"))
 
 
 def is_correct(prediction: str, answers: Iterable[str]) -> bool:

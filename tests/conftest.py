@@ -150,3 +150,38 @@ def cli(monkeypatch, capsys):
         return exit_info.value.code, out, err
 
     return run
+
+
+def exact_answer_distribution(model, tok, prompt: str, params) -> dict[str, float]:
+    """Enumerate every continuation with non-zero probability under HF's own temperature and top-k
+    warpers, one full forward per node (no cache): an independent reference for the engine."""
+    from transformers import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+    )
+
+    from knowtune.engine import answer_text, newline_stop_ids
+
+    warp = LogitsProcessorList([TemperatureLogitsWarper(params.temperature), TopKLogitsWarper(params.top_k)])
+    stops = newline_stop_ids(tok)
+    base = tok(prompt)["input_ids"]
+    dist: dict[str, float] = {}
+
+    def walk(path: list[int], prob: float) -> None:
+        ids = torch.tensor([base + path])
+        with torch.no_grad():
+            logits = model(ids).logits[:, -1, :].float()
+        p = torch.softmax(warp(ids, logits), -1)[0].double()
+        for t in torch.nonzero(p > 0).flatten().tolist():
+            q = prob * p[t].item()
+            nxt = path + [t]
+            if t in stops or len(nxt) >= params.max_new_tokens:
+                text = answer_text(tok, nxt)
+                dist[text] = dist.get(text, 0.0) + q
+            else:
+                walk(nxt, q)
+
+    walk([], 1.0)
+    total = sum(dist.values())  # 1 up to float32 softmax rounding
+    return {a: q / total for a, q in dist.items()}

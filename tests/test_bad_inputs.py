@@ -97,6 +97,7 @@ ROWS = [
     Row("unknown-relation", "probe --relations P999 --out {out}", ("unknown relation 'P999' in 'builtin' (has: P17,",)),
     Row("unknown-split", "probe --split exemplars --out {out}", ("dataset 'builtin' has no split 'exemplars' (has: exemplar, train, dev, test)",)),
     Row("unknown-probe-preset", "probe --preset fast --out {out}", ("unknown preset 'fast' for the probe; choose one of paper, quick",)),
+    Row("unknown-estimator", "probe --estimator fast --out {out}", ("probe settings: key 'estimator': Input should be 'sampled' or 'exact'",)),
     Row("mc-without-out", "evaluate --model {model} --mc builtin",
         ("--mc needs --out, the directory for predictions.jsonl and summary.json",)),
     Row("evaluate-two-sources", "evaluate --model {model} --mc builtin --records {d}/empty.jsonl --out {out}",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from knowtune.engine.base import (
     Completion,
@@ -56,9 +57,10 @@ class HFTreeEngine:
         """KV cache of the shared prefix (batch 1), computed once per distinct prefix."""
         if ids not in self._prefix_cache:
             self._prefix_cache.clear()  # prompts arrive grouped by prefix: keep only the current one
-            out = self.model(torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+            out = self.model(torch.tensor([ids], device=self.device), cache=DynamicCache(config=self.model.config),
+                             use_cache=True, logits_to_keep=1)
             self.stats.prefill_tokens += len(ids)
-            self._prefix_cache[ids] = out.past_key_values
+            self._prefix_cache[ids] = out.cache
         return self._prefix_cache[ids]
 
     @torch.inference_mode()
@@ -66,28 +68,47 @@ class HFTreeEngine:
         self, prefix: str, suffixes: list[str], seeds: list[int], params: SamplingParams
     ) -> list[Completion]:
         """Greedy + n_samples answers for each prompt `prefix + suffix`."""
+        results: list[Completion | None] = [None] * len(suffixes)
+        for cached, idx, rest in self.batches(prefix, suffixes):
+            for i, c in zip(idx, self._run_batch(cached, rest, [seeds[i] for i in idx], params)):
+                results[i] = c
+        return results  # type: ignore[return-value]
+
+    def batches(self, prefix: str, suffixes: list[str]):
+        """Yield (cached prefix ids, prompt indices, their remaining ids): batches of at most `batch_size`
+        prompts that share one cached prefix, similar lengths together."""
         prefix_ids = self.tok(prefix)["input_ids"] if prefix else []
         prompts = [self.tok(prefix + s)["input_ids"] for s in suffixes]
         # BPE can merge across the prefix/suffix boundary ('\n\n' alone vs '\n','\n' before 'Q'), so the
         # cached part of each prompt is its longest common token prefix with the prefix's own tokens.
         splits = [min(common_prefix_len(prefix_ids, p), len(p) - 1) for p in prompts]
-        results: list[Completion | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: (splits[i], len(prompts[i])))
         for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            # a batch shares one cached prefix: cut it where the chunk's first prompt is cut
             by_split: dict[int, list[int]] = {}
-            for i in chunk:
+            for i in order[start : start + self.batch_size]:
                 by_split.setdefault(splits[i], []).append(i)
             for split, idx in by_split.items():
-                outs = self._run_batch(prompts[idx[0]][:split], [prompts[i][split:] for i in idx], [seeds[i] for i in idx], params)
-                for i, c in zip(idx, outs):
-                    results[i] = c
+                yield prompts[idx[0]][:split], idx, [prompts[i][split:] for i in idx]
         self.stats.prompts += len(prompts)
-        return results  # type: ignore[return-value]
 
     def _run_batch(self, prefix: list[int], suffixes: list[list[int]], seeds: list[int], params: SamplingParams) -> list[Completion]:
         """Prefill the suffixes behind the cached prefix, then expand every prompt's sample tree."""
+        B = len(suffixes)
+        cache, mask, logits = self.prefill(prefix, suffixes)
+        nodes = [_Node(b, [], params.n_samples, True) for b in range(B)]
+        greedy: list[str] = [""] * B
+        samples: list[dict[str, int]] = [{} for _ in range(B)]
+        while nodes:
+            children, parents = self._expand(nodes, logits, seeds, params, greedy, samples)
+            if not children:
+                break
+            self.stats.tree_forwards += len(children)
+            cache, mask, logits = self.step(cache, mask, parents, [c.path[-1] for c in children])
+            nodes = children
+        return [Completion(g, s) for g, s in zip(greedy, samples)]
+
+    def prefill(self, prefix: list[int], suffixes: list[list[int]]):
+        """Run `suffixes` behind the cached `prefix` as one batch: (cache, attention mask, last logits in float32)."""
         dev, B, L = self.device, len(suffixes), len(prefix)
         S = max(len(s) for s in suffixes)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
@@ -99,36 +120,30 @@ class HFTreeEngine:
             ids[b, S - len(s) :] = torch.tensor(s)
             mask[b, L + S - len(s) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, L:]
-        cache = None
+        cache = DynamicCache(config=self.model.config)
         if L:
             cache = copy.deepcopy(self._prefill_prefix(tuple(prefix)))
             cache.batch_repeat_interleave(B)
         out = self.model(
             input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            cache=cache, use_cache=True, logits_to_keep=1,
         )
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
-        nodes = [_Node(b, [], params.n_samples, True) for b in range(B)]
-        greedy: list[str] = [""] * B
-        samples: list[dict[str, int]] = [{} for _ in range(B)]
-        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
-        while nodes:
-            children, parents = self._expand(nodes, logits, seeds, params, greedy, samples)
-            if not children:
-                break
-            self.stats.tree_forwards += len(children)
-            rows = torch.tensor(parents, device=dev)
-            if parents != list(range(len(nodes))):
-                cache.reorder_cache(rows)
-            mask = torch.cat([mask[rows.cpu()], torch.ones((len(children), 1), dtype=torch.long)], dim=1)
-            pos = (mask.sum(-1, keepdim=True) - 1)
-            step = torch.tensor([[c.path[-1]] for c in children], device=dev)
-            out = self.model(
-                input_ids=step, attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
-            )
-            cache, logits, nodes = out.past_key_values, out.logits[:, -1, :].float(), children
-        return [Completion(g, s) for g, s in zip(greedy, samples)]
+        return out.cache, mask, out.logits[:, -1, :].float()
+
+    def step(self, cache, mask: torch.Tensor, parents: list[int], tokens: list[int]):
+        """One decoding step: row i continues row `parents[i]` of the cache with `tokens[i]`."""
+        dev = self.device
+        rows = torch.tensor(parents, device=dev)
+        if parents != list(range(mask.shape[0])):
+            cache.reorder_cache(rows)
+        mask = torch.cat([mask[rows.cpu()], torch.ones((len(tokens), 1), dtype=torch.long)], dim=1)
+        pos = mask.sum(-1, keepdim=True) - 1
+        out = self.model(
+            input_ids=torch.tensor([[t] for t in tokens], device=dev), attention_mask=mask.to(dev),
+            position_ids=pos.to(dev), cache=cache, use_cache=True, logits_to_keep=1,
+        )
+        return out.cache, mask, out.logits[:, -1, :].float()
 
     def _expand(self, nodes, logits, seeds, params, greedy, samples) -> tuple[list[_Node], list[int]]:
         """Draw each node's children; finished answers go into `greedy` / `samples`."""

@@ -23,6 +23,10 @@ class ProbeConfig(BaseModel):
     top_k: int = Field(40, ge=0, description="top-k for sampling (0 = no limit)")
     max_new_tokens: int = Field(24, ge=1, description="answer length cap in tokens")
     seed: int = Field(0, description="fixes exemplar sets and every sample")
+    estimator: Literal["sampled", "exact"] = Field(
+        "sampled", description="P(T>0) from N_sample drawn answers, or exact sample probabilities (hf engine only)")
+    min_path_prob: float = Field(1e-5, ge=0, lt=1, description="exact estimator: answer paths less likely are not "
+                                 "expanded; their mass, recorded, bounds the error of p_s")
 
     def sampling(self) -> SamplingParams:
         """The decoding part of the settings."""

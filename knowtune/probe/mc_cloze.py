@@ -110,7 +110,7 @@ def continuation_logprobs(model, tokenizer, seqs: list[list[int]], lengths: list
             pos = mask.sum(-1).repeat_interleave(width)[:, None] + torch.arange(wide)[None, :]
             logits = model(
                 input_ids=ids.to(device), attention_mask=torch.cat([mask.repeat_interleave(width, 0), rest_mask], 1).to(device),
-                position_ids=pos.to(device), past_key_values=cache, use_cache=True,
+                position_ids=pos.to(device), cache=cache, use_cache=True,
             ).logits.float()
             for b, (r, rest) in enumerate(zip(rows, rests)):
                 m = lengths[r]

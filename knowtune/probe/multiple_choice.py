@@ -121,7 +121,7 @@ def _shared_prefix(model, seqs: list[list[int]], keep: int, store: dict) -> tupl
     key = tuple(seqs[0][: agreed if 2 * agreed >= shared else shared])
     device = next(model.parameters()).device
     store.clear()
-    store[key] = model(torch.tensor([key], device=device), use_cache=True, logits_to_keep=1).past_key_values
+    store[key] = model(torch.tensor([key], device=device), use_cache=True, logits_to_keep=1).cache
     return len(key), copy.deepcopy(store[key])
 
 
@@ -150,9 +150,9 @@ def forward_tails(model, seqs: list[list[int]], pad: int, keep: int = 1, prefixe
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     out = model(
         input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-        past_key_values=cache, use_cache=want_cache or cache is not None, logits_to_keep=keep,
+        cache=cache, use_cache=want_cache or cache is not None, logits_to_keep=keep,
     )
-    return out.logits[:, -keep:, :], out.past_key_values if want_cache else None, mask
+    return out.logits[:, -keep:, :], out.cache if want_cache else None, mask
 
 
 def check_length(model, seqs: list[list[int]]) -> None:

@@ -56,6 +56,10 @@ def probe_examples(
     engine: Engine, data: QADataset, examples: list[QAExample], cfg: ProbeConfig
 ) -> list[ProbeRecord]:
     """Probe questions of one relation under each exemplar set; return one record per question."""
+    if cfg.estimator == "exact":
+        from knowtune.probe.exact import probe_examples_exact
+
+        return probe_examples_exact(engine, data, examples, cfg)
     relation = examples[0].relation
     params = cfg.sampling()
     greedy = defaultdict(list)

@@ -34,9 +34,16 @@ def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], int]:
     return full, n
 
 
+# bf16 logits of this model family stay within a fraction of a logit of float32's (bench/fit_bf16.py
+# measures the largest gap); a row whose top-two margin at any target position is below this bound is
+# recomputed in float32, so the fit equals float32's wherever the gap stays below half the bound.
+BF16_MARGIN = 1.0
+
+
 @torch.inference_mode()
-def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[bool]:
-    """For each (prompt, target ending in a newline): does greedy decoding reproduce the target?"""
+def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 16, bf16: bool = False) -> list[bool]:
+    """For each (prompt, target ending in a newline): does greedy decoding reproduce the target?
+    With `bf16`, the forward runs under bfloat16 autocast and near-tie rows are recomputed in float32."""
     stops = torch.tensor(sorted(clean_stop_ids(tokenizer)))
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id or 0
@@ -57,8 +64,14 @@ def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_siz
             ids[b, width - len(seq) :] = torch.tensor(seq)
             mask[b, width - len(seq) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                       logits_to_keep=n_label + 1).logits
+        forward = lambda r, low: _logits(model, ids[r], mask[r], pos[r], n_label + 1, device, low)
+        logits = forward(slice(None), bf16)
+        if bf16:
+            top2 = logits.topk(2, dim=-1).values
+            margin = (top2[..., 0] - top2[..., 1]).cpu()
+            unsure = [b for b, (seq, split) in enumerate(chunk) if margin[b, n_label - (len(seq) - split) : n_label].min() < BF16_MARGIN]
+            if unsure:
+                logits[unsure] = forward(torch.tensor(unsure), False)
         pred = logits.argmax(-1).cpu()  # pred[:, j] predicts the token after column width - n_label - 1 + j
         for b, (seq, split) in enumerate(chunk):
             label = torch.tensor(seq[split:])
@@ -68,3 +81,11 @@ def teacher_forced_fit(model, tokenizer, pairs: list[tuple[str, str]], batch_siz
             ok = ok and (last == int(label[-1]) or (int(label[-1]) in stops and last in stops))
             out[rows[b]] = ok
     return out
+
+
+def _logits(model, ids, mask, pos, keep: int, device, bf16: bool) -> torch.Tensor:
+    """Float32 logits of the last `keep` positions, the forward under bfloat16 autocast when `bf16`."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                    use_cache=False, logits_to_keep=keep)
+    return out.logits.float()

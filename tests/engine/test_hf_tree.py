@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import exact_answer_distribution
 from scipy.stats import chisquare
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
 from knowtune.engine import (
     HFTreeEngine,
     SamplingParams,
     answer_text,
-    newline_stop_ids,
 )
 
 PREFIX = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the chemical symbol of gold?\nA: Au\n\n"
@@ -46,33 +44,6 @@ def test_tree_shares_work(tiny_model, tiny_tokenizer):
     eng = HFTreeEngine(tiny_model, tiny_tokenizer, batch_size=6)
     eng.complete(PREFIX, SUFFIXES, list(range(6)), SamplingParams(n_samples=64, temperature=0.3, max_new_tokens=6))
     assert 0 < eng.stats.tree_forwards < eng.stats.sample_tokens
-
-
-def exact_answer_distribution(model, tok, prompt: str, params: SamplingParams) -> dict[str, float]:
-    """Enumerate every continuation with non-zero probability under HF's own temperature and top-k
-    warpers, one full forward per node (no cache): an independent reference for the engine."""
-    warp = LogitsProcessorList([TemperatureLogitsWarper(params.temperature), TopKLogitsWarper(params.top_k)])
-    stops = newline_stop_ids(tok)
-    base = tok(prompt)["input_ids"]
-    dist: dict[str, float] = {}
-
-    def walk(path: list[int], prob: float) -> None:
-        ids = torch.tensor([base + path])
-        with torch.no_grad():
-            logits = model(ids).logits[:, -1, :].float()
-        p = torch.softmax(warp(ids, logits), -1)[0].double()
-        for t in torch.nonzero(p > 0).flatten().tolist():
-            q = prob * p[t].item()
-            nxt = path + [t]
-            if t in stops or len(nxt) >= params.max_new_tokens:
-                text = answer_text(tok, nxt)
-                dist[text] = dist.get(text, 0.0) + q
-            else:
-                walk(nxt, q)
-
-    walk([], 1.0)
-    total = sum(dist.values())  # 1 up to float32 softmax rounding
-    return {a: q / total for a, q in dist.items()}
 
 
 def engine_counts(model, tok, prompt_suffix: str, params: SamplingParams, seeds: list[int]) -> dict[str, int]:

@@ -4,6 +4,8 @@ full-sequence forward per option, and the dispatch in `probe_mc` (the letter pro
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -167,3 +169,14 @@ def test_real_model_cloze_scores_match_direct_forward():
     got = cloze_scores(lm.model, lm.tokenizer, prompts, [q.options for q in questions], batch_size=2)
     want = np.array([[_direct(lm.model, lm.tokenizer, p, o) for o in q.options] for p, q in zip(prompts, questions)])
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("scoring", ["letter", "cloze"])
+def test_mc_probe_raises_no_deprecation_warning(kind_tok_model, scoring):
+    """Both protocols pass the KV cache as `cache=` (transformers removes `past_key_values` in 5.40)."""
+    _, tok, model = kind_tok_model
+    data = _dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probe_mc(model, tok, data, data.split("test"), k_shot=2, seed=0, batch_size=4, scoring=MCScoring(scoring=scoring))
+

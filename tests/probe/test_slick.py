@@ -55,7 +55,7 @@ def test_prompt_format_and_exemplar_sets():
 
 def probe(model, tok, out, examples, batch_size=4, chunk_size=64, seed=0):
     ds = make_dataset()
-    cfg = probe_config("quick", {"n_exemplar_sets": "3", "n_samples": "6", "max_new_tokens": "6", "seed": str(seed)})
+    cfg = probe_config("paper", {"n_exemplar_sets": "3", "n_samples": "6", "max_new_tokens": "6", "seed": str(seed)})
     engine = HFTreeEngine(model, tok, batch_size=batch_size)
     return run_probe(engine, ds, examples, cfg, out, {"spec": "tiny"}, chunk_size=chunk_size, progress=False)
 
@@ -104,7 +104,7 @@ def test_resume_skips_done_work_and_refuses_other_settings(tiny_model, tiny_toke
             engine_calls.append(1)
             return super().complete(*a, **k)
 
-    cfg = probe_config("quick", {"n_exemplar_sets": "3", "n_samples": "6", "max_new_tokens": "6", "seed": "0"})
+    cfg = probe_config("paper", {"n_exemplar_sets": "3", "n_samples": "6", "max_new_tokens": "6", "seed": "0"})
     run_probe(Counting(tiny_model, tiny_tokenizer), ds, qs, cfg, tmp_path, {"spec": "tiny"}, progress=False)
     assert engine_calls == []  # everything was done already
     with pytest.raises(ConfigError, match="different settings"):
