@@ -104,8 +104,8 @@ def audit_row(row: SFTRow, rec: ProbeRecord) -> dict:
     """One line of audit.jsonl; it is also a probe record (`knowtune evaluate --records` reads it)."""
     answer = greedy_answer(rec)
     return {"id": row.id, "row": row.index, "relation": rec.relation, "question": rec.question, "answers": list(rec.answers),
-            "greedy": rec.greedy, "p_greedy": rec.p_greedy, "p_sample": rec.p_sample, "category": rec.category,
-            "greedy_answer": answer, "greedy_correct": is_correct(answer, rec.answers),
+            "greedy": rec.greedy, "greedy_correct": rec.greedy_correct, "p_greedy": rec.p_greedy, "p_sample": rec.p_sample, "category": rec.category,
+            "greedy_answer": answer, "answer_correct": is_correct(answer, rec.answers),
             "confident_wrong": bool(rec.greedy) and len(set(rec.greedy)) == 1 and not any(rec.greedy_correct or [])
             and bool(answer)}
 

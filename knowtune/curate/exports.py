@@ -34,7 +34,7 @@ def curated_labels(kind: str, records: list[ProbeRecord], idk: str = ABSTENTION)
         return {r.id: r.label for r in relabel_idk(records, idk)}
     if kind == "self-aligned":
         # the model's answer replaces a wrong one; an empty answer (nothing generated) has nothing to align to
-        return {r.id: r.extra["greedy_answer"] if not r.extra["greedy_correct"] and r.extra["greedy_answer"] else None
+        return {r.id: r.extra["greedy_answer"] if not r.extra["answer_correct"] and r.extra["greedy_answer"] else None
                 for r in records}
     raise ConfigError(f"unknown export {kind!r}; choose one of {', '.join(EXPORTS)} or all")
 
