@@ -95,11 +95,15 @@ def _builtin_rows(n: int) -> tuple[list[dict], list[dict]]:
 @pytest.mark.slow
 def test_audit_gives_the_probes_categories_on_builtin_questions(cli, tmp_path):
     """40 builtin questions as Alpaca rows and as messages rows, with the builtin exemplar pool as
-    --exemplars: the same categories (and P(T=0), P(T>0)) as `knowtune probe` with the same settings."""
+    --exemplars: the same categories, P(T=0) and P(T>0) as `knowtune probe` on the same questions with
+    the same answers (an Alpaca or messages row carries one answer, so the probe's data is given the
+    first alias only; with every alias the probe also counts e.g. "Wales" for Swansea) and settings."""
     n = 40
     qa, pool = _builtin_rows(n)
     ex = _write(tmp_path / "exemplars.jsonl", pool)
-    code, _, err = cli("probe", "--data", "builtin", "--limit", str(n), "--preset", "quick", "--out", str(tmp_path / "probe"))
+    one_answer = [{**r, "answers": r["answers"][:1]} for r in qa]
+    probe_data = _write(tmp_path / "qa.jsonl", pool + one_answer)  # split "exemplar" rows are the probe's pool
+    code, _, err = cli("probe", "--data", str(probe_data), "--preset", "quick", "--out", str(tmp_path / "probe"))
     assert code == 0, err
     want = {r["id"]: (r["category"], r["p_greedy"], r["p_sample"])
             for r in map(json.loads, (tmp_path / "probe" / "probe.jsonl").read_text().splitlines())}
