@@ -91,6 +91,13 @@ ROWS = [
         ("train_neither.jsonl, record on line 1: a training row needs 'question' and an answer, or 'prompt' and 'target'",)),
     Row("training-row-missing-target", "train --model {model} --train {d}/train_prompt_only.jsonl --out {out}",
         ("train_prompt_only.jsonl, record on line 1, field 'target': missing",)),
+    Row("audit-no-usable-fields", "audit --data {d}/train_neither.jsonl --out {out}",
+        ("train_neither.jsonl: no row has question/answer(s), prompt/completion, instruction/input/output or messages fields "
+         "(the rows have: id, text); name them with --question-field and --answer-field",)),
+    Row("audit-no-auditable-rows", "audit --data {d}/audit_long.jsonl --out {out}",
+        ("audit_long.jsonl: none of the 2 rows is auditable (1 long answer, 1 multi-turn)",)),
+    Row("audit-exemplars-lack-a-relation", "audit --data {d}/probe_ok.jsonl --exemplars {d}/exemplars_p17.jsonl --out {out}",
+        ("exemplars_p17.jsonl: relation 'P36' has 0 usable exemplars, needs at least k_shot=4",)),
     Row("set-size-beyond-the-pool", "curate --probe {d}/probe_ok.jsonl --size 1000000000000000000000000000000 --out {out}",
         ("--size 1000000000000000000000000000000 is more than the 4 probe records in", "probe_ok.jsonl")),
     # unknown names: relations, splits, presets, subjects, methods, dtypes
@@ -101,6 +108,8 @@ ROWS = [
         ("--mc needs --out, the directory for predictions.jsonl and summary.json",)),
     Row("evaluate-two-sources", "evaluate --model {model} --mc builtin --records {d}/empty.jsonl --out {out}",
         ("give exactly one of --records (QA), --edits (edit metrics) and --mc (multiple choice)",)),
+    Row("audit-unknown-export", "audit --data {d}/probe_ok.jsonl --export everything --out {out}",
+        ("unknown --export 'everything'; choose one of filtered, idk, self-aligned or all",)),
     Row("unknown-study", "study slick --out {out}", ("unknown study 'slick'; choose one of flearning, new-knowledge, self-align",)),
     Row("unknown-study-preset", "study flearning --preset huge --out {out}", ("unknown preset 'huge' for study 'flearning'; choose one of cpu, paper, quick",)),
     Row("study-unknown-relation", "study new-knowledge --set relations=[P999] --out {out}", ("unknown relation 'P999' in 'builtin'",)),
@@ -193,6 +202,11 @@ def fixtures(tmp_path_factory, tiny_tokenizer) -> Path:
         "edits_bad.jsonl": _jsonl({"id": "e1", "subject": "France", "prompt": "The capital of France is"}),
         "train_neither.jsonl": _jsonl({"id": "n1", "text": "Paris is the capital of France."}),
         "train_prompt_only.jsonl": _jsonl({"prompt": "Q: What is the capital of France?\nA:", "group": "capitals"}),
+        "exemplars_p17.jsonl": _jsonl(*[{"relation": "P17", "question": f"Which country is Lyon {i} in?", "answer": "France"}
+                                         for i in range(4)]),
+        "audit_long.jsonl": _jsonl({**q, "answers": ["Paris, on the Seine, is the capital and largest city of France"]},
+                                   {"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Capital of France?"},
+                                                 {"role": "assistant", "content": "Paris"}]}),
         "mmlu_cols/astronomy_test.csv": "What?,a,b,c,d,A\nWhy?,a,b,c\n", "mmlu_letter/astronomy_test.csv": "What?,a,b,c,d,E\n",
         "eq_bad/P17.test.json": "[{",
     }

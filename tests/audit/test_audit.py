@@ -63,7 +63,10 @@ def test_audit_on_a_tiny_model_writes_every_output(cli, tiny_workdir, tmp_path):
     import datasets
 
     qa = [json.loads(line) for line in (tiny_workdir / "qa.jsonl").read_text().splitlines()]
-    data = _alpaca(qa[:40]) + [{"id": "long", "instruction": "Describe Peru.", "input": "", "output": " ".join(["word"] * 20)}]
+    two_users = {"id": "two-users", "messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Capital of Peru?"},
+                                                 {"role": "assistant", "content": "Lima"}]}
+    data = _alpaca(qa[:40]) + [{"id": "long", "instruction": "Describe Peru.", "input": "", "output": " ".join(["word"] * 20)},
+                               two_users]
     path = _write(tmp_path / "alpaca.jsonl", data)
     out = tmp_path / "audit"
     code, stdout, err = cli("audit", "--model", str(tiny_workdir / "model"), "--data", str(path), "--out", str(out),
@@ -72,14 +75,14 @@ def test_audit_on_a_tiny_model_writes_every_output(cli, tiny_workdir, tmp_path):
     audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
     assert [a["id"] for a in audit] == [r["id"] for r in data[:40]]
     assert {"id", "category", "p_greedy", "p_sample", "greedy_answer"} <= set(audit[0])
-    assert [json.loads(line)["id"] for line in (out / "not_auditable.jsonl").read_text().splitlines()] == ["long"]
+    assert [json.loads(line)["id"] for line in (out / "not_auditable.jsonl").read_text().splitlines()] == ["long", "two-users"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["audited"] == 40 and summary["not_auditable_reasons"] == {"long answer": 1}
+    assert summary["audited"] == 40 and summary["not_auditable_reasons"] == {"long answer": 1, "multi-turn": 1}
     assert set(summary["per_relation"]) == {"cap", "lang"}
     html = (out / "report.html").read_text()
-    assert "PaLM 2" in html and "not a prediction for this model" in html and "Not auditable (1)" in html
+    assert "PaLM 2" in html and "not a prediction for this model" in html and "Not auditable (2)" in html
     n_unknown = summary["categories"]["Unknown"]
-    assert len(datasets.load_from_disk(str(out / "export_filtered"))) == 41 - n_unknown
+    assert len(datasets.load_from_disk(str(out / "export_filtered"))) == 42 - n_unknown
     idk = datasets.load_from_disk(str(out / "export_idk"))
     assert sum(r["messages"][-1]["content"] == "I don't know" for r in idk) == n_unknown
 

@@ -106,3 +106,44 @@ def test_bad_settings(tiny_tokenizer, audited):
         KnowledgeCallback(tiny_tokenizer, audit=audit, early_stop=True)
     with pytest.raises(ConfigError, match="needs audit="):
         KnowledgeCallback(tiny_tokenizer)
+
+
+@pytest.mark.slow
+def test_trl_sft_trainer_on_an_idk_export_of_a_builtin_audit(cli, tmp_path):
+    """audit (24 builtin questions as messages rows) → --export idk --format messages → trl.SFTTrainer on the
+    builtin model, unchanged, with the callback every step: fit per category logged, early stop on a dev
+    set nobody can answer (best at step 1, stop at step 3 of 6)."""
+    import datasets
+    import trl
+
+    from knowtune.data import load_qa, select_examples
+    from knowtune.models import load_model
+
+    ds = load_qa("builtin")
+    rows = [{"id": e.id, "relation": e.relation, "messages": [{"role": "user", "content": e.question},
+                                                            {"role": "assistant", "content": e.answers[0]}]}
+            for e in select_examples(ds, "test", None, 24)]
+    pool = _write(tmp_path / "exemplars.jsonl", [e.to_dict() for e in ds.split("exemplar")])
+    audit = tmp_path / "audit"
+    code, _, err = cli("audit", "--data", str(_write(tmp_path / "set.jsonl", rows)), "--exemplars", str(pool), "--preset", "quick",
+                       "--out", str(audit), "--export", "idk", "--format", "messages")
+    assert code == 0, err
+    export = audit / "export_idk.messages.jsonl"
+    dev = _write(tmp_path / "dev.jsonl", [{"question": f"What is the capital of Atlantis {i}?", "answer": f"Zq{i}xv"} for i in range(4)])
+    lm = load_model("builtin")
+    cb = KnowledgeCallback(lm.tokenizer, audit=audit / "audit.jsonl", train=export, dev=dev, every=1, early_stop=True, patience=2)
+    recorder = Recorder()
+    args = trl.SFTConfig(output_dir=str(tmp_path / "run"), num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-5,
+                         save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True)
+    trainer = trl.SFTTrainer(model=lm.model, args=args, processing_class=lm.tokenizer, callbacks=[recorder, cb],
+                             train_dataset=datasets.load_dataset("json", data_files=str(export), split="train"))
+    trainer.train()
+    assert trainer.state.global_step == 3 and cb.stopped_at["step"] == 3
+    categories = {json.loads(line)["category"] for line in (audit / "audit.jsonl").read_text().splitlines()}
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "knowledge_metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 3 and set(metrics[0]["group_sizes"]) == categories and sum(metrics[0]["group_sizes"].values()) == 24
+    logged = [log for log in recorder.logs if "knowledge/fit" in log]
+    assert len(logged) == 3 and {f"knowledge/fit/{c}" for c in categories} <= set(logged[0])
+    unknown = [e for e in cb.examples if e.group == "Unknown"]
+    assert unknown and all(e.target == "I don't know<|im_end|>" for e in unknown)
+    assert (tmp_path / "run" / "knowledge_best" / "model.safetensors").exists()
