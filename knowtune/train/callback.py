@@ -227,4 +227,6 @@ class KnowledgeCallback(TrainerCallback):
         state.log_history.append({**logs, "step": state.global_step})
         handler = _calling_handler()
         if handler is not None:
+            pending = control.should_log  # CallbackHandler.on_log clears it: the trainer's own log due now must still happen
             handler.on_log(args, state, control, logs)
+            control.should_log = pending
