@@ -134,7 +134,8 @@ def test_trl_sft_trainer_on_an_idk_export_of_a_builtin_audit(cli, tmp_path):
     cb = KnowledgeCallback(lm.tokenizer, audit=audit / "audit.jsonl", train=export, dev=dev, every=1, early_stop=True, patience=2)
     recorder = Recorder()
     args = trl.SFTConfig(output_dir=str(tmp_path / "run"), num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-5,
-                         save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True)
+                         save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
+                         bf16=False)  # TRL's default bf16 is slow on CPUs without bf16 units
     trainer = trl.SFTTrainer(model=lm.model, args=args, processing_class=lm.tokenizer, callbacks=[recorder, cb],
                              train_dataset=datasets.load_dataset("json", data_files=str(export), split="train"))
     trainer.train()
