@@ -185,6 +185,60 @@ def train(
 
 
 @app.command()
+def audit(
+    model: str = typer.Option("builtin", help="'builtin', a hub id, a local HF directory or a .gguf file."),
+    data: str = typer.Option(..., help="Your SFT set: .jsonl, .json, .parquet, a datasets directory or a hub id; rows of "
+                                       "{question, answer(s)}, {prompt, completion}, {instruction, input, output} or {messages}."),
+    out: Path = typer.Option(..., help="Directory for audit.jsonl, summary.json, report.html and exports (re-run to resume)."),
+    preset: str = typer.Option("paper", help="paper (10 sets × (1+16)) or quick (4 × (1+8))."),
+    seed: int = typer.Option(0, help="Fixes exemplar sets, held-out exemplars and samples."),
+    question_field: str | None = typer.Option(None, help="The field holding the question, for other shapes."),
+    answer_field: str | None = typer.Option(None, help="The field holding the answer (a string or a list of aliases)."),
+    relation_field: str = typer.Option("relation", help="Rows with this field get exemplars and shares per relation."),
+    exemplars: str | None = typer.Option(None, help="Few-shot exemplars from this file instead of held out from --data."),
+    max_answer_words: int = typer.Option(8, min=1, help="Longer answers are not short factual answers: not auditable."),
+    export: str | None = typer.Option(None, help="filtered (drop Unknown), idk, self-aligned or all."),
+    format_: str = typer.Option("jsonl", "--format", help="jsonl (your shape), messages (TRL conversational) or datasets."),
+    idk: str = typer.Option("I don't know", help="The answer --export idk gives Unknown rows."),
+    batch_size: int = typer.Option(16, min=1, help="Questions per forward batch."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub (off by default)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a probe setting, e.g. --set k_shot=2."),
+) -> None:
+    """Audit your SFT set: which rows teach the model facts it does not know (SliCK), and curated exports."""
+    from knowtune.audit.run import plan_audit, run_audit
+    from knowtune.curate.exports import EXPORTS, FORMATS, write_export
+    from knowtune.data.sft_rows import read_sft_rows
+    from knowtune.engine import HFTreeEngine
+    from knowtune.models import describe, load_model
+    from knowtune.probe.config import probe_config
+    from knowtune.probe.slick import check_probe_fits, read_probe_records
+
+    kinds = list(EXPORTS) if export == "all" else [export] if export else []
+    if any(k not in EXPORTS for k in kinds):
+        raise ConfigError(f"unknown --export {export!r}; choose one of {', '.join(EXPORTS)} or all")
+    if format_ not in FORMATS:
+        raise ConfigError(f"unknown --format {format_!r}; choose one of {', '.join(FORMATS)}")
+    cfg = probe_config(preset, {"seed": str(seed), **parse_overrides(set_)})
+    fields = {"question_field": question_field, "answer_field": answer_field, "relation_field": relation_field,
+              "max_answer_words": max_answer_words}
+    rows = read_sft_rows(data, **fields)
+    plan = plan_audit(rows, cfg, read_sft_rows(exemplars, **fields) if exemplars else None)  # refuses before the model loads
+    loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    questions = [q for _, _, qs in plan.passes for q in qs]
+    check_probe_fits(loaded.model, loaded.tokenizer, questions, cfg, batch_size)
+    summary = run_audit(HFTreeEngine(loaded.model, loaded.tokenizer, batch_size=batch_size), rows, plan, cfg, out, describe(loaded))
+    cats = summary["categories"]
+    console.print(f"{summary['audited']} rows audited, {summary['not_auditable']} not auditable; "
+                  + ", ".join(f"{c} {n}" for c, n in cats.items()) + f"; Unknown share {summary['unknown_share']:.1%}")
+    records = read_probe_records(out / "audit.jsonl")
+    for kind in kinds:
+        written = write_export(kind, format_, rows.rows, records, out, idk)
+        console.print(f"export {kind}: {written['rows']} rows → {written['path']}")
+    console.print(f"audit: {out / 'audit.jsonl'}   summary: {out / 'summary.json'}   report: {out / 'report.html'}")
+
+
+@app.command()
 def update(
     model: str = typer.Option("builtin", help="Model spec to edit."),
     edits: str = typer.Option(..., help="counterfact:PATH, zsre:PATH, counterfact-rome:PATH, a JSON file, or an edits.jsonl from `knowtune study flearning`."),

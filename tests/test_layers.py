@@ -16,8 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "knowtune"
 
 # Lowest first; a module may import its own layer and the layers below it.
-LAYERS = ["errors", "matching", "files", "memory", "data", "engine", "probe", "evaluate", "curate", "train", "update",
-          "report", "studies", "cli"]
+LAYERS = ["errors", "matching", "files", "memory", "data", "engine", "probe", "evaluate", "curate", "train", "integrations",
+          "update", "report", "audit", "studies", "cli"]
 HELPERS = {"settings", "models", "provenance"}  # low-level helpers: sit just above files
 HELPER_MAY_IMPORT = {"errors", "files", "matching"}
 DATA_MUST_NOT_IMPORT = {"probe", "train", "evaluate", "curate", "update", "studies"}
