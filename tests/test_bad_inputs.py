@@ -5,6 +5,7 @@ that refuse out-of-memory-sized requests up front."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -141,8 +142,18 @@ ROWS = [
     Row("training-too-large-for-memory", "train --model {model} --train {d}/probe_ok.jsonl --set batch_size=10000000 --out {out}",
         ("training needs ≈", "gradients", "Adam state", "activations", "for batch 4 × ", "but this machine has", "available; lower batch_size"),
         small_machine=True),
+    # engines: chosen by name, options checked against the engine, shards of a data-parallel probe
+    Row("unknown-engine", "probe --engine nope --limit 2 --out {out}", ("--engine 'nope': no such engine; choose one of hf, vllm",)),
+    Row("vllm-not-installed", "probe --engine vllm --limit 2 --out {out}",
+        ("--engine vllm: the vllm package is not installed", "knowtune[vllm]", "engines: hf, vllm")),
+    Row("vllm-option-on-hf-engine", "probe --engine hf --engine-set tensor_parallel_size=2 --limit 2 --out {out}",
+        ("--engine-set tensor_parallel_size: the hf engine takes no engine options (vllm takes tensor_parallel_size,",)),
+    Row("engine-data-parallel", "probe --engine hf --engine-set data_parallel_size=2 --limit 2 --out {out}",
+        ("--engine-set data_parallel_size=2: vLLM runs data parallel only across processes", "--shard i/n")),
+    Row("shard-out-of-range", "probe --shard 2/2 --limit 2 --out {out}", ("--shard '2/2': expected i/n with 0 <= i < n",)),
 ]
 SKIP_AS_ROOT = {"unreadable-file"}  # root reads a file whatever its permissions
+NEEDS_NO_VLLM = {"vllm-not-installed"}  # in the vllm environment that command would run
 
 
 def _jsonl(*rows: dict) -> str:
@@ -248,6 +259,8 @@ def run_child(args: list[str], tmp_path: Path) -> tuple[int, str, str]:
 def test_bad_input(row: Row, fixtures: Path, cli, monkeypatch, tmp_path):
     if row.id in SKIP_AS_ROOT and ROOT:
         pytest.skip("root can read a file with no permissions")
+    if row.id in NEEDS_NO_VLLM and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
     if row.small_machine:
         monkeypatch.setattr("knowtune.memory.available_bytes", lambda device: 2**20)
     out = tmp_path / "out"

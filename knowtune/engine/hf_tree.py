@@ -16,6 +16,7 @@ No library offers exact tree sampling over a shared KV cache, hence this hand-wr
 from __future__ import annotations
 
 import copy
+from importlib.metadata import version
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from knowtune.engine.base import (
     Completion,
+    EngineInfo,
     EngineStats,
     SamplingParams,
     answer_text,
@@ -46,6 +48,7 @@ class HFTreeEngine:
         self.model, self.tok, self.batch_size = model, tokenizer, batch_size
         self.stop_ids = newline_stop_ids(tokenizer)
         self.stats = EngineStats()
+        self.info = EngineInfo("hf", version("knowtune"), reproducible=True)  # node streams seeded per prompt
         self._prefix_cache: dict[tuple[int, ...], object] = {}
 
     @property
