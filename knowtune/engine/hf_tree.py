@@ -16,8 +16,8 @@ No library offers exact tree sampling over a shared KV cache, hence this hand-wr
 from __future__ import annotations
 
 import copy
-from importlib.metadata import version
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 import torch
