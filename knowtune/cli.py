@@ -105,6 +105,7 @@ def probe(
     examples = select_examples(dataset, split, relations, limit)
     if not examples:
         raise ConfigError("no questions selected (check --split, --relations and --limit)")
+    part = None
     if shard is not None:
         examples, part = shard_examples(examples, shard)
     eng, model_info = open_engine(engine, engine_set, model, dtype, cfg.seed, trust_remote_code,
@@ -241,6 +242,10 @@ def evaluate(
     """Closed-book QA by SliCK category (--records), edit metrics (--edits) or multiple choice (--mc)."""
     if sum(x is not None for x in (records, edits, mc)) != 1:
         raise ConfigError("give exactly one of --records (QA), --edits (edit metrics) and --mc (multiple choice)")
+    if engine != "hf" and (mc is not None or (edits is not None and protocol == "token")):
+        # these score logits through transformers and generate nothing: another engine would be silently unused
+        what = "--mc scores letter logits" if mc is not None else "--protocol token is teacher-forced"
+        raise ConfigError(f"--engine {engine}: {what} through transformers; the engine serves --records and the exact edit protocol")
     from knowtune.files import atomic_write_json
 
     if edits is not None:

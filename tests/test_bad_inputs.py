@@ -150,6 +150,8 @@ ROWS = [
         ("--engine-set tensor_parallel_size: the hf engine takes no engine options (vllm takes tensor_parallel_size,",)),
     Row("engine-data-parallel", "probe --engine hf --engine-set data_parallel_size=2 --limit 2 --out {out}",
         ("--engine-set data_parallel_size=2: vLLM runs data parallel only across processes", "--shard i/n")),
+    Row("engine-for-logit-scoring", "evaluate --model {model} --mc builtin --engine vllm --out {out}",
+        ("--engine vllm: --mc scores letter logits through transformers; the engine serves --records and the exact edit protocol",)),
     Row("shard-out-of-range", "probe --shard 2/2 --limit 2 --out {out}", ("--shard '2/2': expected i/n with 0 <= i < n",)),
 ]
 SKIP_AS_ROOT = {"unreadable-file"}  # root reads a file whatever its permissions

@@ -65,3 +65,19 @@ def test_a_shard_resumes_and_refuses_another_shard_in_its_directory(tiny_model, 
 def test_parse_shard_refuses(text):
     with pytest.raises(ConfigError, match="expected i/n"):
         parse_shard(text)
+
+
+def test_shard_and_merge_commands(cli, tiny_workdir, tmp_path):
+    """`knowtune probe --shard i/n` twice and `knowtune probe-merge`: the merged run equals `knowtune probe`'s."""
+    common = ["--model", str(tiny_workdir / "model"), "--data", str(tiny_workdir / "qa.jsonl"), "--preset", "quick",
+              "--limit", "6", "--set", "max_new_tokens=4"]
+    assert cli("probe", *common, "--out", str(tmp_path / "whole"))[0] == 0
+    for i in range(2):
+        assert cli("probe", *common, "--shard", f"{i}/2", "--out", str(tmp_path / f"s{i}"))[0] == 0
+    code, out, err = cli("probe-merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--data", str(tiny_workdir / "qa.jsonl"),
+                         "--out", str(tmp_path / "merged"))
+    assert code == 0, err
+    whole = {r.id: r for r in load_records(tmp_path / "whole" / "probe.jsonl")}
+    assert {r.id: r for r in load_records(tmp_path / "merged" / "probe.jsonl")} == whole and len(whole) == 6
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["engine"]["name"] == "hf" and config["questions"]["count"] == 6 and len(config["shards"]) == 2
