@@ -71,6 +71,20 @@ def test_greedy_answers_equal_the_hf_engine(vllm, hf, questions):
     assert total == same >= 40
 
 
+def test_evaluation_generates_through_vllm_as_through_hf(vllm, hf, questions):
+    """QA accuracy and the exact edit protocol's greedy answers (mixed token limits) are the same on either engine."""
+    from knowtune.evaluate.edit_metrics import greedy_answers
+    from knowtune.evaluate.qa import evaluate_qa
+    from knowtune.probe.records import ProbeRecord
+
+    _, examples, _, _ = questions
+    records = [ProbeRecord(e.id, e.relation, question=e.question, answers=e.answers) for e in examples[:20]]
+    assert evaluate_qa(None, None, records, engine=vllm) == evaluate_qa(None, None, records, engine=hf)
+    prompts = ["The capital of France is", "Q: What is the capital of Peru?\nA:", "The Eiffel Tower is in"]
+    limits = [3, 24, 5]
+    assert greedy_answers(None, vllm.tok, prompts, limits, engine=vllm) == greedy_answers(hf.model, hf.tok, prompts, limits)
+
+
 def pooled_chi_square(a: Counter, b: Counter, min_expected: float = 5.0) -> tuple[float, int]:
     """Chi-square statistic and degrees of freedom of the 2 × answers contingency table of two samples,
     answers with an expected count under `min_expected` pooled into one cell (the test's usual rule)."""
