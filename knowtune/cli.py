@@ -66,6 +66,29 @@ def parse_settings(pairs: list[str]) -> dict:
     return with_overrides({}, parse_overrides(pairs))
 
 
+ENGINE_HELP = "Sampling engine: hf (exact tree sampling, default) or vllm (the knowtune[vllm] extra)."
+ENGINE_SET_HELP = ("A vllm engine option, e.g. --engine-set tensor_parallel_size=2 (also gpu_memory_utilization, max_model_len, "
+                   "dtype, enforce_eager); the hf engine takes none.")
+
+
+def open_engine(name: str, pairs: list[str], model: str, dtype: str = "float32", seed: int = 0, trust_remote_code: bool = False,
+                probe_fit: tuple | None = None, batch_size: int = 16):
+    """The engine `--engine`/`--engine-set` choose on model `model`, and the model's manifest summary; for the hf
+    engine `probe_fit` (examples, settings, batch) first refuses a probe that cannot fit in memory."""
+    from knowtune.engine import HFTreeEngine, engine_options, vllm_engine
+
+    options = engine_options(name, pairs, dtype)
+    if name == "vllm":
+        return vllm_engine(model, options, seed, trust_remote_code)
+    from knowtune.models import describe, load_model
+    from knowtune.probe.slick import check_probe_fits
+
+    loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    if probe_fit is not None:
+        check_probe_fits(loaded.model, loaded.tokenizer, *probe_fit)
+    return HFTreeEngine(loaded.model, loaded.tokenizer, batch_size=batch_size), describe(loaded)
+
+
 @app.command()
 def probe(
     model: str = typer.Option("builtin", help="'builtin', a hub id, a local HF directory or a .gguf file."),
@@ -82,26 +105,50 @@ def probe(
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub (off by default)."),
     set_: list[str] = typer.Option([], "--set", help="Override a probe setting, e.g. --set k_shot=2."),
     estimator: str | None = typer.Option(None, help="sampled (draw N_sample answers) or exact (their probabilities); default: the preset's."),
+    engine: str = typer.Option("hf", help=ENGINE_HELP),
+    engine_set: list[str] = typer.Option([], "--engine-set", help=ENGINE_SET_HELP),
+    shard: str | None = typer.Option(None, help="Probe only shard i/n of the selection (e.g. 0/4), one per process or "
+                                                "machine; join the shards with `knowtune probe-merge`."),
 ) -> None:
     """Probe what a model knows: SliCK categories per question."""
     from knowtune.data import load_qa, select_examples
-    from knowtune.engine import HFTreeEngine
-    from knowtune.models import describe, load_model
     from knowtune.probe.config import probe_config
-    from knowtune.probe.slick import check_probe_fits, run_probe
+    from knowtune.probe.shards import shard_examples
+    from knowtune.probe.slick import run_probe
     from knowtune.report.tables import category_table
 
     chosen = {"estimator": estimator} if estimator is not None else {}
     cfg = probe_config(preset, {"seed": str(seed), **chosen, **parse_overrides(set_)})
+    if cfg.estimator == "exact" and engine != "hf":  # before a vLLM engine takes a minute to load
+        raise ConfigError(f"--engine {engine}: the exact estimator scores under teacher forcing through transformers; "
+                          "use --engine hf, or --estimator sampled")
     dataset = load_qa(data)
     examples = select_examples(dataset, split, relations, limit)
     if not examples:
         raise ConfigError("no questions selected (check --split, --relations and --limit)")
-    loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
-    check_probe_fits(loaded.model, loaded.tokenizer, examples, cfg, min(batch_size, chunk_size))
-    engine = HFTreeEngine(loaded.model, loaded.tokenizer, batch_size=batch_size)
-    summary = run_probe(engine, dataset, examples, cfg, out, describe(loaded), chunk_size=chunk_size)
+    part = None
+    if shard is not None:
+        examples, part = shard_examples(examples, shard)
+    eng, model_info = open_engine(engine, engine_set, model, dtype, cfg.seed, trust_remote_code,
+                                  probe_fit=(examples, cfg, min(batch_size, chunk_size)), batch_size=batch_size)
+    summary = run_probe(eng, dataset, examples, cfg, out, model_info, chunk_size=chunk_size, shard=part)
     console.print(category_table(summary, f"SliCK categories — {model} on {data} ({preset}, seed {seed})"))
+    console.print(f"records: {out / 'probe.jsonl'}   summary: {out / 'summary.json'}")
+
+
+@app.command("probe-merge")
+def probe_merge(
+    shards: list[Path] = typer.Argument(..., help="The shard run directories (`knowtune probe --shard i/n --out DIR`)."),
+    out: Path = typer.Option(..., help="Run directory for the merged config.json, probe.jsonl and summary.json."),
+    data: str = typer.Option("builtin", help="The data the shards probed (for per-relation chance rates)."),
+) -> None:
+    """Join the shards of a data-parallel probe, checking every selected question was probed exactly once."""
+    from knowtune.data import load_qa
+    from knowtune.probe.shards import merge_probes
+    from knowtune.report.tables import category_table
+
+    summary = merge_probes(shards, load_qa(data), out)
+    console.print(category_table(summary, f"SliCK categories — {len(shards)} shards merged"))
     console.print(f"records: {out / 'probe.jsonl'}   summary: {out / 'summary.json'}")
 
 
@@ -274,10 +321,16 @@ def evaluate(
     cloze_norm: str = typer.Option("sum", help="Multiple choice, cloze: sum of the option's token log-probs, or mean."),
     out: Path | None = typer.Option(None, help="Write metrics and predictions to this JSON file (--mc: a directory)."),
     batch_size: int = typer.Option(32, min=1),
+    engine: str = typer.Option("hf", help="Engine for the answers QA and the exact edit protocol generate: hf or vllm."),
+    engine_set: list[str] = typer.Option([], "--engine-set", help=ENGINE_SET_HELP),
 ) -> None:
     """Closed-book QA by SliCK category (--records), edit metrics (--edits) or multiple choice (--mc)."""
     if sum(x is not None for x in (records, edits, mc)) != 1:
         raise ConfigError("give exactly one of --records (QA), --edits (edit metrics) and --mc (multiple choice)")
+    if engine != "hf" and (mc is not None or (edits is not None and protocol == "token")):
+        # these score logits through transformers and generate nothing: another engine would be silently unused
+        what = "--mc scores the options' logits" if mc is not None else "--protocol token is teacher-forced"
+        raise ConfigError(f"--engine {engine}: {what} through transformers; the engine serves --records and the exact edit protocol")
     from knowtune.files import atomic_write_json, check_output_dir
 
     if out is not None and mc is None:  # the output file's place, checked before the work
@@ -291,7 +344,7 @@ def evaluate(
         protocols = list(PROTOCOLS) if protocol == "both" else [protocol]
         if any(p not in PROTOCOLS for p in protocols):
             raise ConfigError(f"unknown edit-metric protocol {protocol!r}; use token, exact or both")
-        result = evaluate_edited_model(model, edits, protocols, reference_model)
+        result = evaluate_edited_model(model, edits, protocols, reference_model, engine, engine_set)
         console.print_json(data=result["scores"])  # before writing: a failed write loses nothing computed
         if out is not None:
             atomic_write_json(out, result)
@@ -302,17 +355,16 @@ def evaluate(
         evaluate_mc(model, mc, out, k_shot, seed, scoring, cloze_norm)
         return
     from knowtune.evaluate.qa import evaluate_qa
-    from knowtune.models import load_model
     from knowtune.probe.slick import read_probe_records
     from knowtune.provenance import check_inputs
 
     recs = read_probe_records(records)
-    lm = load_model(model)
-    check_inputs(model, lm.fingerprint, {"--records": records})
-    metrics, preds = evaluate_qa(lm.model, lm.tokenizer, recs, batch_size)
+    eng, model_info = open_engine(engine, engine_set, model, batch_size=batch_size)
+    check_inputs(model, model_info["fingerprint"], {"--records": records})
+    metrics, preds = evaluate_qa(None, None, recs, batch_size, engine=eng)
     console.print_json(data=metrics)  # before writing: a failed write loses nothing computed
     if out:
-        atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics,
+        atomic_write_json(out, {"model": model, "records": str(records), "metrics": metrics, "engine": eng.info.to_dict(),
                                 "predictions": [{"id": r.id, "prediction": p} for r, p in zip(recs, preds)]})
 
 

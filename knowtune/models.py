@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -228,3 +229,22 @@ def describe(loaded: LoadedModel) -> dict:
         "dtype": str(next(m.parameters()).dtype).replace("torch.", ""),
         "config": json.loads(m.config.to_json_string()).get("model_type"),
     }
+
+
+def describe_source(spec: str, source: str, fp: str, dtype: str) -> dict:
+    """`describe`'s summary for a model another engine (vLLM) loads, read from its config and weight
+    headers without loading the weights here."""
+    from safetensors import safe_open
+
+    path = Path(source)
+    if not path.is_dir():  # a hub id: vLLM downloads it; the spec is what identifies it
+        return {"spec": spec, "fingerprint": fp or fingerprint({"hub": spec}), "class": None, "params": None,
+                "dtype": dtype, "config": None}
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    params = 0
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():
+                params += math.prod(st.get_slice(name).get_shape())
+    return {"spec": spec, "fingerprint": fp, "class": (config.get("architectures") or [None])[0], "params": params,
+            "dtype": dtype, "config": config.get("model_type")}

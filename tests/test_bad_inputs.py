@@ -5,6 +5,7 @@ that refuse out-of-memory-sized requests up front."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -200,8 +201,22 @@ ROWS = [
         ("tiny/config.json: not a knowtune manifest of a probe (a file of something else",)),
     Row("evaluate-out-is-a-directory", "evaluate --model {model} --records {d}/probe_ok.jsonl --out {d}/adir.jsonl",
         ("adir.jsonl: is a directory, expected a file",), code=1),
+    # engines: chosen by name, options checked against the engine, shards of a data-parallel probe
+    Row("unknown-engine", "probe --engine nope --limit 2 --out {out}", ("--engine 'nope': no such engine; choose one of hf, vllm",)),
+    Row("vllm-not-installed", "probe --engine vllm --limit 2 --out {out}",
+        ("--engine vllm: the vllm package is not installed", "knowtune[vllm]", "engines: hf, vllm")),
+    Row("vllm-option-on-hf-engine", "probe --engine hf --engine-set tensor_parallel_size=2 --limit 2 --out {out}",
+        ("--engine-set tensor_parallel_size: the hf engine takes no engine options (vllm takes tensor_parallel_size,",)),
+    Row("engine-data-parallel", "probe --engine hf --engine-set data_parallel_size=2 --limit 2 --out {out}",
+        ("--engine-set data_parallel_size=2: vLLM runs data parallel only across processes", "--shard i/n")),
+    Row("engine-for-logit-scoring", "evaluate --model {model} --mc builtin --engine vllm --out {out}",
+        ("--engine vllm: --mc scores the options' logits through transformers; the engine serves --records and the exact edit protocol",)),
+    Row("exact-on-vllm", "probe --engine vllm --estimator exact --limit 2 --out {out}",
+        ("--engine vllm: the exact estimator scores under teacher forcing through transformers; use --engine hf, or --estimator sampled",)),
+    Row("shard-out-of-range", "probe --shard 2/2 --limit 2 --out {out}", ("--shard '2/2': expected i/n with 0 <= i < n",)),
 ]
 SKIP_AS_ROOT = {"unreadable-file"}  # root reads a file whatever its permissions
+NEEDS_NO_VLLM = {"vllm-not-installed"}  # in the vllm environment that command would run
 
 
 def _jsonl(*rows: dict) -> str:
@@ -324,6 +339,8 @@ def run_child(args: list[str], tmp_path: Path) -> tuple[int, str, str]:
 def test_bad_input(row: Row, fixtures: Path, cli, monkeypatch, tmp_path):
     if row.id in SKIP_AS_ROOT and ROOT:
         pytest.skip("root can read a file with no permissions")
+    if row.id in NEEDS_NO_VLLM and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
     if row.small_machine:
         monkeypatch.setattr("knowtune.memory.available_bytes", lambda device: 2**20)
     out = tmp_path / "out"

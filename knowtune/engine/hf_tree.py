@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 import torch
@@ -24,12 +25,14 @@ from transformers import DynamicCache
 
 from knowtune.engine.base import (
     Completion,
+    EngineInfo,
     EngineStats,
     SamplingParams,
     answer_text,
     common_prefix_len,
     newline_stop_ids,
 )
+from knowtune.engine.kv_cache import forward_cached
 
 
 @dataclass
@@ -47,6 +50,7 @@ class HFTreeEngine:
         self.model, self.tok, self.batch_size = model, tokenizer, batch_size
         self.stop_ids = newline_stop_ids(tokenizer)
         self.stats = EngineStats()
+        self.info = EngineInfo("hf", version("knowtune"), reproducible=True)  # node streams seeded per prompt
         self._prefix_cache: dict[tuple[int, ...], object] = {}
 
     @property
@@ -57,10 +61,10 @@ class HFTreeEngine:
         """KV cache of the shared prefix (batch 1), computed once per distinct prefix."""
         if ids not in self._prefix_cache:
             self._prefix_cache.clear()  # prompts arrive grouped by prefix: keep only the current one
-            out = self.model(torch.tensor([ids], device=self.device), cache=DynamicCache(config=self.model.config),
-                             use_cache=True, logits_to_keep=1)
+            _, self._prefix_cache[ids] = forward_cached(self.model, DynamicCache(config=self.model.config),
+                                                        input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                                                        logits_to_keep=1)
             self.stats.prefill_tokens += len(ids)
-            self._prefix_cache[ids] = out.cache
         return self._prefix_cache[ids]
 
     @torch.inference_mode()
@@ -124,12 +128,10 @@ class HFTreeEngine:
         if L:
             cache = copy.deepcopy(self._prefill_prefix(tuple(prefix)))
             cache.batch_repeat_interleave(B)
-        out = self.model(
-            input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-            cache=cache, use_cache=True, logits_to_keep=1,
-        )
+        out, cache = forward_cached(self.model, cache, input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                    position_ids=pos.to(dev), use_cache=True, logits_to_keep=1)
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
-        return out.cache, mask, out.logits[:, -1, :].float()
+        return cache, mask, out.logits[:, -1, :].float()
 
     def step(self, cache, mask: torch.Tensor, parents: list[int], tokens: list[int]):
         """One decoding step: row i continues row `parents[i]` of the cache with `tokens[i]`."""
@@ -139,11 +141,9 @@ class HFTreeEngine:
             cache.reorder_cache(rows)
         mask = torch.cat([mask[rows.cpu()], torch.ones((len(tokens), 1), dtype=torch.long)], dim=1)
         pos = mask.sum(-1, keepdim=True) - 1
-        out = self.model(
-            input_ids=torch.tensor([[t] for t in tokens], device=dev), attention_mask=mask.to(dev),
-            position_ids=pos.to(dev), cache=cache, use_cache=True, logits_to_keep=1,
-        )
-        return out.cache, mask, out.logits[:, -1, :].float()
+        out, cache = forward_cached(self.model, cache, input_ids=torch.tensor([[t] for t in tokens], device=dev),
+                                    attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1)
+        return cache, mask, out.logits[:, -1, :].float()
 
     def _expand(self, nodes, logits, seeds, params, greedy, samples) -> tuple[list[_Node], list[int]]:
         """Draw each node's children; finished answers go into `greedy` / `samples`."""
