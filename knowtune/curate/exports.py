@@ -11,15 +11,13 @@ Rows that were not auditable are kept as they are (the audit says nothing about 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from knowtune.curate.new_knowledge_sets import filter_known, relabel_idk
 from knowtune.data.formats import ABSTENTION
 from knowtune.data.sft_rows import SFTRow
 from knowtune.errors import ConfigError
-from knowtune.files import atomic_write_jsonl
+from knowtune.files import atomic_dir, atomic_write_jsonl
 from knowtune.probe.records import ProbeRecord
 
 EXPORTS = ("filtered", "idk", "self-aligned")
@@ -105,15 +103,8 @@ def write_export(kind: str, fmt: str, rows: list[SFTRow], records: list[ProbeRec
         import datasets
 
         path = out_dir / stem
-        tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{stem}.", suffix=".tmp"))
-        try:
+        with atomic_dir(path) as tmp:
             datasets.Dataset.from_list(shaped).save_to_disk(str(tmp))
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     else:
         path = out_dir / (f"{stem}.jsonl" if fmt == "jsonl" else f"{stem}.messages.jsonl")
         atomic_write_jsonl(path, shaped)

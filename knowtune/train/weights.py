@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 from pathlib import Path
 
-from knowtune.files import atomic_write_json
+from knowtune.files import atomic_dir, atomic_write_json
 
 
 def save_weights(model, tokenizer, target: Path, meta: dict | None = None) -> Path:
     """Save full (LoRA: merged) weights + tokenizer (+ `meta` as knowtune_meta.json) as a loadable HF
     directory, atomically: a reader sees the old directory or the complete new one."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(target) as tmp:
         if hasattr(model, "merge_and_unload"):  # peft: base + (α/r)·B·A, merged on a copy; adapter beside it
             copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
             model.save_pretrained(tmp / "adapter")
@@ -25,10 +21,4 @@ def save_weights(model, tokenizer, target: Path, meta: dict | None = None) -> Pa
         tokenizer.save_pretrained(tmp)
         if meta is not None:
             atomic_write_json(tmp / "knowtune_meta.json", meta)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
