@@ -56,19 +56,28 @@ def test_engine_records_what_ran(vllm):
     assert vllm.info.options["enforce_eager"] is True
 
 
-def test_greedy_answers_equal_the_hf_engine(vllm, hf, questions):
-    _, _, by_rel, prefixes = questions
-    params = SamplingParams(n_samples=0, max_new_tokens=24)
-    same = total = 0
-    for rel, exs in by_rel.items():
-        suffixes = [question_block(e) for e in exs]
-        a = vllm.complete(prefixes[rel], suffixes, [0] * len(exs), params)
-        b = hf.complete(prefixes[rel], suffixes, [0] * len(exs), params)
-        assert [c.greedy for c in a] == [c.greedy for c in b], rel
-        assert all(c.samples == {} for c in a)
-        same += len(exs)
-        total += len(exs)
-    assert total == same >= 40
+@pytest.fixture(scope="module")
+def quick_probes(vllm, hf, questions):
+    """Both engines' probe records for the 40 questions at `quick` settings, by id: probing is most of this
+    module's time, so the greedy and the category checks share one run."""
+    data, _, by_rel, _ = questions
+    cfg = probe_config("quick")
+    ours, exact = {}, {}
+    for exs in by_rel.values():
+        ours.update({r.id: r for r in probe_examples(vllm, data, exs, cfg)})
+        exact.update({r.id: r for r in probe_examples(hf, data, exs, cfg)})
+    return ours, exact
+
+
+def test_greedy_answers_equal_the_hf_engine(quick_probes):
+    """Every greedy answer of the probe (40 questions × 4 exemplar sets = 160 prompts) is the hf engine's."""
+    ours, exact = quick_probes
+    assert sorted(ours) == sorted(exact) and len(exact) == N_QUESTIONS
+    prompts = 0
+    for qid, record in exact.items():
+        assert ours[qid].greedy == record.greedy, qid
+        prompts += len(record.greedy)
+    assert prompts >= 4 * N_QUESTIONS
 
 
 def test_evaluation_generates_through_vllm_as_through_hf(vllm, hf, questions):
@@ -83,6 +92,8 @@ def test_evaluation_generates_through_vllm_as_through_hf(vllm, hf, questions):
     prompts = ["The capital of France is", "Q: What is the capital of Peru?\nA:", "The Eiffel Tower is in"]
     limits = [3, 24, 5]
     assert greedy_answers(None, vllm.tok, prompts, limits, engine=vllm) == greedy_answers(hf.model, hf.tok, prompts, limits)
+    greedy_only = vllm.complete("", prompts, [0] * len(prompts), SamplingParams(n_samples=0, max_new_tokens=8))
+    assert all(c.samples == {} and c.greedy for c in greedy_only)  # a greedy request draws no samples
 
 
 def pooled_chi_square(a: Counter, b: Counter, min_expected: float = 5.0) -> tuple[float, int]:
@@ -130,14 +141,9 @@ def test_sampled_answers_follow_the_exact_distribution(vllm, hf, questions):
     assert cold_stat > chi2.ppf(0.999, cold_dof), (cold_stat, cold_dof)  # the test can tell T=1 from T=0.5
 
 
-def test_categories_agree_at_quick_settings(vllm, hf, questions, capsys):
-    data, examples, by_rel, _ = questions
-    cfg = probe_config("quick")
-    ours, exact = {}, {}
-    for exs in by_rel.values():
-        ours.update({r.id: r.category for r in probe_examples(vllm, data, exs, cfg)})
-        exact.update({r.id: r.category for r in probe_examples(hf, data, exs, cfg)})
-    agree = sum(ours[i] == exact[i] for i in exact) / len(exact)
+def test_categories_agree_at_quick_settings(quick_probes, capsys):
+    ours, exact = quick_probes
+    agree = sum(ours[i].category == exact[i].category for i in exact) / len(exact)
     with capsys.disabled():
         print(f"\nvLLM vs hf categories at quick settings: {agree:.1%} of {len(exact)} questions agree")
     assert len(exact) == N_QUESTIONS and agree >= 0.9
