@@ -118,20 +118,22 @@ def pooled_chi_square(a: Counter, b: Counter, min_expected: float = 5.0) -> tupl
 
 
 def test_sampled_answers_follow_the_exact_distribution(vllm, hf, questions):
-    """vLLM's samples and the exact tree engine's, 600 each on 3 prompts at T=1 (answers vary there), are
+    """vLLM's samples and the exact tree engine's, 200 each on 3 prompts at T=1 (answers vary there), are
     drawn from one distribution: the summed chi-square over the prompts is below its 0.1 % critical value.
-    A real difference (another temperature, top-k not applied, a wrong stop) fails it: see the last check."""
+    A real difference (another temperature, top-k not applied, a wrong stop) fails it: see the last check.
+    Measured on the builtin model (subsamples of 600): the statistic ~30 against a critical ~66, T=0.5 ~210
+    against ~57, so 200 keeps both margins wide at a third of the CPU time vLLM spends sampling 600."""
     _, _, by_rel, prefixes = questions
     rel = sorted(by_rel)[0]
     exs, prefix = by_rel[rel][:3], prefixes[rel]
-    params = SamplingParams(n_samples=600, temperature=1.0, top_k=40, max_new_tokens=12)
+    params = SamplingParams(n_samples=200, temperature=1.0, top_k=40, max_new_tokens=12)
     suffixes = [question_block(e) for e in exs]
     ours = vllm.complete(prefix, suffixes, [1, 2, 3], params)
     exact = hf.complete(prefix, suffixes, [1, 2, 3], params)
-    colder = hf.complete(prefix, suffixes, [4, 5, 6], SamplingParams(n_samples=600, temperature=0.5, top_k=40, max_new_tokens=12))
+    colder = hf.complete(prefix, suffixes, [4, 5, 6], SamplingParams(n_samples=200, temperature=0.5, top_k=40, max_new_tokens=12))
     stat = dof = cold_stat = cold_dof = 0
     for o, e, c in zip(ours, exact, colder):
-        assert sum(o.samples.values()) == 600
+        assert sum(o.samples.values()) == 200
         s, d = pooled_chi_square(Counter(o.samples), Counter(e.samples))
         stat, dof = stat + s, dof + d
         s, d = pooled_chi_square(Counter(o.samples), Counter(c.samples))
