@@ -55,6 +55,8 @@ def _probe(args, queue):
         "greedy": {r.id: r.greedy for r in records}, "categories": {r.id: r.category for r in records},
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     })
+    if args.engine == "vllm":
+        engine.close()
 
 
 def main() -> None:

@@ -91,6 +91,11 @@ class VLLMEngine:
         self.stats.prompts += len(suffixes)
         return results
 
+    def close(self) -> None:
+        """Stop vLLM's engine processes: a spawned process that made the engine cannot exit while they run
+        (multiprocessing joins its children before vLLM's exit hooks would stop them)."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def _count(self, out) -> None:
         """Prefill and decode work of one request (vLLM runs every sequence's tokens: no tree sharing)."""
         self.stats.prefill_tokens += len(out.prompt_token_ids) - (out.num_cached_tokens or 0)

@@ -28,7 +28,7 @@ def vllm():
     """One vLLM engine for the module: loading it takes most of a minute on a CPU."""
     engine, _ = vllm_engine("builtin", engine_options("vllm", ["gpu_memory_utilization=0.15"]), seed=0)
     yield engine
-    del engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
