@@ -2,4 +2,5 @@
 
 from knowtune.cli import main
 
-main()
+if __name__ == "__main__":  # vLLM's spawned workers import this module again as __mp_main__
+    main()

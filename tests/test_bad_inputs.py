@@ -5,6 +5,7 @@ that refuse out-of-memory-sized requests up front."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -91,6 +92,13 @@ ROWS = [
         ("train_neither.jsonl, record on line 1: a training row needs 'question' and an answer, or 'prompt' and 'target'",)),
     Row("training-row-missing-target", "train --model {model} --train {d}/train_prompt_only.jsonl --out {out}",
         ("train_prompt_only.jsonl, record on line 1, field 'target': missing",)),
+    Row("audit-no-usable-fields", "audit --data {d}/train_neither.jsonl --out {out}",
+        ("train_neither.jsonl: no row has question/answer(s), prompt/completion, instruction/input/output or messages fields "
+         "(the rows have: id, text); name them with --question-field and --answer-field",)),
+    Row("audit-no-auditable-rows", "audit --data {d}/audit_long.jsonl --out {out}",
+        ("audit_long.jsonl: none of the 2 rows is auditable (1 long answer, 1 multi-turn)",)),
+    Row("audit-exemplars-lack-a-relation", "audit --data {d}/probe_ok.jsonl --exemplars {d}/exemplars_p17.jsonl --out {out}",
+        ("exemplars_p17.jsonl: relation 'P36' has 0 usable exemplars, needs at least k_shot=4",)),
     Row("set-size-beyond-the-pool", "curate --probe {d}/probe_ok.jsonl --size 1000000000000000000000000000000 --out {out}",
         ("--size 1000000000000000000000000000000 is more than the 4 probe records in", "probe_ok.jsonl")),
     # unknown names: relations, splits, presets, subjects, methods, dtypes
@@ -105,6 +113,8 @@ ROWS = [
     Row("mc-unknown-scoring", "probe-mc --model {model} --scoring logits --out {out}", ("--scoring: 'logits' is not one of letter, cloze",)),
     Row("mc-unknown-cloze-norm", "evaluate --model {model} --mc builtin --scoring cloze --cloze-norm bytes --out {out}",
         ("--cloze-norm: 'bytes' is not one of sum, mean",)),
+    Row("audit-unknown-export", "audit --data {d}/probe_ok.jsonl --export everything --out {out}",
+        ("unknown --export 'everything'; choose one of filtered, idk, self-aligned or all",)),
     Row("unknown-study", "study slick --out {out}", ("unknown study 'slick'; choose one of flearning, new-knowledge, self-align",)),
     Row("unknown-study-preset", "study flearning --preset huge --out {out}", ("unknown preset 'huge' for study 'flearning'; choose one of cpu, paper, quick",)),
     Row("study-unknown-relation", "study new-knowledge --set relations=[P999] --out {out}", ("unknown relation 'P999' in 'builtin'",)),
@@ -191,8 +201,22 @@ ROWS = [
         ("tiny/config.json: not a knowtune manifest of a probe (a file of something else",)),
     Row("evaluate-out-is-a-directory", "evaluate --model {model} --records {d}/probe_ok.jsonl --out {d}/adir.jsonl",
         ("adir.jsonl: is a directory, expected a file",), code=1),
+    # engines: chosen by name, options checked against the engine, shards of a data-parallel probe
+    Row("unknown-engine", "probe --engine nope --limit 2 --out {out}", ("--engine 'nope': no such engine; choose one of hf, vllm",)),
+    Row("vllm-not-installed", "probe --engine vllm --limit 2 --out {out}",
+        ("--engine vllm: the vllm package is not installed", "knowtune[vllm]", "engines: hf, vllm")),
+    Row("vllm-option-on-hf-engine", "probe --engine hf --engine-set tensor_parallel_size=2 --limit 2 --out {out}",
+        ("--engine-set tensor_parallel_size: the hf engine takes no engine options (vllm takes tensor_parallel_size,",)),
+    Row("engine-data-parallel", "probe --engine hf --engine-set data_parallel_size=2 --limit 2 --out {out}",
+        ("--engine-set data_parallel_size=2: vLLM runs data parallel only across processes", "--shard i/n")),
+    Row("engine-for-logit-scoring", "evaluate --model {model} --mc builtin --engine vllm --out {out}",
+        ("--engine vllm: --mc scores the options' logits through transformers; the engine serves --records and the exact edit protocol",)),
+    Row("exact-on-vllm", "probe --engine vllm --estimator exact --limit 2 --out {out}",
+        ("--engine vllm: the exact estimator scores under teacher forcing through transformers; use --engine hf, or --estimator sampled",)),
+    Row("shard-out-of-range", "probe --shard 2/2 --limit 2 --out {out}", ("--shard '2/2': expected i/n with 0 <= i < n",)),
 ]
 SKIP_AS_ROOT = {"unreadable-file"}  # root reads a file whatever its permissions
+NEEDS_NO_VLLM = {"vllm-not-installed"}  # in the vllm environment that command would run
 
 
 def _jsonl(*rows: dict) -> str:
@@ -243,6 +267,11 @@ def fixtures(tmp_path_factory, tiny_tokenizer) -> Path:
         "edits_bad.jsonl": _jsonl({"id": "e1", "subject": "France", "prompt": "The capital of France is"}),
         "train_neither.jsonl": _jsonl({"id": "n1", "text": "Paris is the capital of France."}),
         "train_prompt_only.jsonl": _jsonl({"prompt": "Q: What is the capital of France?\nA:", "group": "capitals"}),
+        "exemplars_p17.jsonl": _jsonl(*[{"relation": "P17", "question": f"Which country is Lyon {i} in?", "answer": "France"}
+                                         for i in range(4)]),
+        "audit_long.jsonl": _jsonl({**q, "answers": ["Paris, on the Seine, is the capital and largest city of France"]},
+                                   {"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Capital of France?"},
+                                                 {"role": "assistant", "content": "Paris"}]}),
         "mmlu_cols/astronomy_test.csv": "What?,a,b,c,d,A\nWhy?,a,b,c\n", "mmlu_letter/astronomy_test.csv": "What?,a,b,c,d,E\n",
         "eq_bad/P17.test.json": "[{",
         "fewexemplars.jsonl": _jsonl({**q, "id": "e1", "split": "exemplar"}, {**q, "id": "t1", "split": "test"}),
@@ -310,6 +339,8 @@ def run_child(args: list[str], tmp_path: Path) -> tuple[int, str, str]:
 def test_bad_input(row: Row, fixtures: Path, cli, monkeypatch, tmp_path):
     if row.id in SKIP_AS_ROOT and ROOT:
         pytest.skip("root can read a file with no permissions")
+    if row.id in NEEDS_NO_VLLM and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
     if row.small_machine:
         monkeypatch.setattr("knowtune.memory.available_bytes", lambda device: 2**20)
     out = tmp_path / "out"

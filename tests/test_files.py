@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from knowtune.errors import ConfigError
-from knowtune.files import check_or_write_manifest, read_json
+from knowtune.files import atomic_dir, check_or_write_manifest, read_json
 
 
 def test_same_manifest_resumes_and_another_is_refused(tmp_path):
@@ -32,3 +32,18 @@ def test_the_refusal_shows_the_setting_that_differs(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_or_write_manifest(path, {"config": {**base, "train": {"epochs": 9}}}, "a study")
     assert "epochs" in str(e.value) and "4" in str(e.value) and "9" in str(e.value)
+
+
+def test_atomic_dir_replaces_the_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_dir(target) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert [p.name for p in target.iterdir()] == ["a.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("newer")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]

@@ -16,8 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "knowtune"
 
 # Lowest first; a module may import its own layer and the layers below it.
-LAYERS = ["errors", "matching", "files", "memory", "data", "engine", "probe", "evaluate", "curate", "train", "update",
-          "report", "studies", "cli"]
+LAYERS = ["errors", "matching", "files", "memory", "data", "engine", "probe", "evaluate", "curate", "train", "integrations",
+          "update", "report", "audit", "studies", "cli"]
 HELPERS = {"settings", "models", "provenance"}  # low-level helpers: sit just above files
 HELPER_MAY_IMPORT = {"errors", "files", "matching"}
 DATA_MUST_NOT_IMPORT = {"probe", "train", "evaluate", "curate", "update", "studies"}
@@ -113,7 +113,7 @@ def violations(tree: dict[str, tuple[str, bool, str]]) -> list[str]:
             if top == "memory" and target != "knowtune.errors":
                 out.append(f"{where} (memory.py imports no knowtune module but knowtune.errors)")
             if t_top == "studies" and top not in ("studies", "cli", "__main__"):
-                out.append(f"{where} (only knowtune/studies/ and knowtune/cli.py import knowtune.studies)")
+                out.append(f"{where} (only knowtune/studies/ and knowtune/cli/ import knowtune.studies)")
             if top == "studies" and t_top == "studies":
                 target_study = study_of(target, packages)
                 shared = target.split(".")[2] in STUDY_SHARED if target.count(".") >= 2 else False
@@ -163,9 +163,9 @@ def _tree(**modules: str) -> dict[str, tuple[str, bool, str]]:
     ({"settings": "from knowtune.data import load_qa", "data__": ""}, "helpers settings/models/provenance may import only"),
     ({"models": "from knowtune.settings import validated", "settings": ""}, "helpers settings/models/provenance may import only"),
     ({"report__tables": "from knowtune.studies.stats import Finding", "studies__stats": ""},
-     "only knowtune/studies/ and knowtune/cli.py import knowtune.studies"),
+     "only knowtune/studies/ and knowtune/cli/ import knowtune.studies"),
     ({"train__fit": "import importlib\nimportlib.import_module('knowtune.studies.registry')", "studies__registry": ""},
-     "only knowtune/studies/ and knowtune/cli.py import knowtune.studies"),
+     "only knowtune/studies/ and knowtune/cli/ import knowtune.studies"),
     ({"studies__a__": "", "studies__a__study": "from knowtune.studies.b.findings import x", "studies__b__findings": ""},
      "a study package imports only"),
     ({"studies__a__": "", "studies__a__study": "from knowtune.studies import b", "studies__b__": ""}, "a study package imports only"),
@@ -189,7 +189,8 @@ def test_what_the_rules_allow():
         studies__a__="from knowtune.studies.registry import register\nfrom knowtune.studies.a.config import C",
         studies__a__config="from knowtune.probe.config import ProbeConfig",
         studies__a__study="from knowtune.studies import common, stats\nfrom .config import C\nfrom knowtune.studies.a import config",
-        cli="def main():\n    from knowtune.studies.registry import discover\n    from knowtune import files\n",
+        cli__="from knowtune.cli import study\nfrom knowtune.cli.app import main", cli__app="def main():\n    from knowtune import files\n",
+        cli__study="from knowtune.cli.app import study_app\nfrom knowtune.studies.registry import discover",
         __main__="from knowtune.cli import main",
     )
     assert violations(ok) == []

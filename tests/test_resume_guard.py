@@ -25,13 +25,16 @@ from knowtune.train.sft_trainer import train_sft
 EXAMPLES = [SFTExample(f"c{i}", f"Q: What is the capital of {c}?\nA:", f" {a}\n", "Unknown") for i, (c, a) in enumerate(CAPITALS[:4])]
 BASE = SFTConfig(epochs=1, learning_rate=1e-3, batch_size=2, checkpoint_every_epoch=False, save_weights=False)
 META = {"provenance": {"model": "base-a"}}
-# One changed value per training setting; test_every_training_setting_is_covered keeps it complete.
+# One changed value per training setting; test_every_training_setting_is_covered keeps it complete
+# (report_to, where metrics are reported, is recorded but not compared: SFT_NOT_COMPARED).
 SFT_CHANGES = {"method": "lora", "epochs": 2, "learning_rate": 2e-3, "lr_scheduler_type": "linear", "warmup_ratio": 0.1,
                "weight_decay": 0.01, "max_grad_norm": 0.5, "batch_size": 3, "gradient_accumulation_steps": 2, "lora_r": 8,
                "lora_alpha": 16, "lora_dropout": 0.1, "lora_target_modules": ["q_proj"], "bf16": True, "seed": 1,
                "checkpoint_every_epoch": True, "save_weights": True, "eval_batch_size": 8}
+SFT_NOT_COMPARED = {"report_to": "tensorboard"}
 PROBE = ProbeConfig(k_shot=2, n_exemplar_sets=2, n_samples=2, max_new_tokens=4)
-PROBE_CHANGES = {"k_shot": 1, "n_exemplar_sets": 3, "n_samples": 3, "temperature": 0.7, "top_k": 5, "max_new_tokens": 5, "seed": 1}
+PROBE_CHANGES = {"k_shot": 1, "n_exemplar_sets": 3, "n_samples": 3, "temperature": 0.7, "top_k": 5, "max_new_tokens": 5, "seed": 1,
+                 "estimator": "exact", "min_path_prob": 1e-4}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,8 @@ def finished_train(tiny_tokenizer, tmp_path_factory) -> Path:
 
 
 def test_every_training_setting_is_covered():
-    assert set(SFT_CHANGES) == set(SFTConfig.model_fields) and set(PROBE_CHANGES) == set(ProbeConfig.model_fields)
+    assert set(SFT_CHANGES) | set(SFT_NOT_COMPARED) == set(SFTConfig.model_fields)
+    assert set(PROBE_CHANGES) == set(ProbeConfig.model_fields)
 
 
 @pytest.mark.parametrize("field", sorted(SFT_CHANGES))
@@ -70,6 +74,13 @@ def test_a_finished_training_run_refuses_changed_inputs(change, named, finished_
 def test_a_finished_training_run_with_the_same_settings_is_reused(finished_train, tiny_tokenizer):
     res = train_sft(make_tiny_model(tiny_tokenizer), tiny_tokenizer, EXAMPLES, BASE, finished_train, progress=False, meta=META)
     assert res.convergence_epoch == 1
+
+
+@pytest.mark.parametrize("field", sorted(SFT_NOT_COMPARED))
+def test_a_finished_training_run_is_reused_whatever_it_reports_to(field, finished_train, tiny_tokenizer):
+    cfg = BASE.model_copy(update={field: SFT_NOT_COMPARED[field]})
+    res = train_sft(make_tiny_model(tiny_tokenizer), tiny_tokenizer, EXAMPLES, cfg, finished_train, progress=False, meta=META)
+    assert res.convergence_epoch == 1 and res.model is None  # the finished result, nothing retrained
 
 
 def _qa() -> QADataset:

@@ -116,9 +116,9 @@ def filter_known(rows: list[ProbeRecord]) -> list[ProbeRecord]:
     return [r for r in rows if r.category != "Unknown"]
 
 
-def relabel_idk(rows: list[ProbeRecord]) -> list[ProbeRecord]:
-    """D_IDK: Unknown examples keep their question but are labelled "I don't know"."""
-    return [r.relabelled(ABSTENTION) if r.category == "Unknown" else r for r in rows]
+def relabel_idk(rows: list[ProbeRecord], label: str = ABSTENTION) -> list[ProbeRecord]:
+    """D_IDK: Unknown examples keep their question but are labelled "I don't know" (or `label`)."""
+    return [r.relabelled(label) if r.category == "Unknown" else r for r in rows]
 
 
 def study_sets(pool: list[ProbeRecord], size: int, seed: int, idk_unknown_percent: int = 50) -> dict[str, list[ProbeRecord]]:

@@ -45,10 +45,26 @@ class EngineStats:
         return 1.0 - self.tree_forwards / self.sample_tokens if self.sample_tokens else 0.0
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """Which engine ran, its version, its options, and whether a rerun gives the same samples
+    (vLLM's per-request seeds are not supported on CPU, so there the samples vary run to run)."""
+
+    name: str
+    version: str
+    reproducible: bool
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON object run manifests and summaries record under "engine"."""
+        return {"name": self.name, "version": self.version, "reproducible": self.reproducible, "options": self.options}
+
+
 class Engine(Protocol):
     """What the probe needs from a backend: complete prompts that share a prefix."""
 
     stats: EngineStats
+    info: EngineInfo
 
     def complete(
         self, prefix: str, suffixes: list[str], seeds: list[int], params: SamplingParams

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 import torch
@@ -24,12 +25,14 @@ from transformers import DynamicCache
 
 from knowtune.engine.base import (
     Completion,
+    EngineInfo,
     EngineStats,
     SamplingParams,
     answer_text,
     common_prefix_len,
     newline_stop_ids,
 )
+from knowtune.engine.kv_cache import forward_cached
 
 
 @dataclass
@@ -47,6 +50,7 @@ class HFTreeEngine:
         self.model, self.tok, self.batch_size = model, tokenizer, batch_size
         self.stop_ids = newline_stop_ids(tokenizer)
         self.stats = EngineStats()
+        self.info = EngineInfo("hf", version("knowtune"), reproducible=True)  # node streams seeded per prompt
         self._prefix_cache: dict[tuple[int, ...], tuple[object, int]] = {}
 
     @property
@@ -66,12 +70,12 @@ class HFTreeEngine:
         for b, p in enumerate(todo):
             ids[b, : len(p)], mask[b, : len(p)] = torch.tensor(p), 1
         pos = torch.arange(n).expand(len(todo), n)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), cache=DynamicCache(config=self.model.config),
-                         use_cache=True, logits_to_keep=1)
+        _, cache = forward_cached(self.model, DynamicCache(config=self.model.config), input_ids=ids.to(self.device),
+                                  attention_mask=mask.to(self.device), position_ids=pos.to(self.device),
+                                  use_cache=True, logits_to_keep=1)
         self.stats.prefill_tokens += sum(len(p) for p in todo)
         for b, p in enumerate(todo):
-            self._prefix_cache[p] = (out.cache, b)  # its row in the batch's cache
+            self._prefix_cache[p] = (cache, b)  # its row in the batch's cache
 
     @torch.inference_mode()
     def complete(
@@ -140,12 +144,10 @@ class HFTreeEngine:
         cache = DynamicCache(config=self.model.config)
         if L:
             cache = self._batch_prefix_cache(prefixes, L)
-        out = self.model(
-            input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-            cache=cache, use_cache=True, logits_to_keep=1,
-        )
+        out, cache = forward_cached(self.model, cache, input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                    position_ids=pos.to(dev), use_cache=True, logits_to_keep=1)
         self.stats.prefill_tokens += sum(len(s) for s in suffixes)
-        return out.cache, mask, out.logits[:, -1, :].float()
+        return cache, mask, out.logits[:, -1, :].float()
 
     def _batch_prefix_cache(self, prefixes: list[list[int]], L: int):
         """One cache whose row b holds prompt b's prefix cache, zero-padded on the right to length L (masked out)."""
@@ -172,11 +174,9 @@ class HFTreeEngine:
             cache.reorder_cache(rows)
         mask = torch.cat([mask[rows.cpu()], torch.ones((len(tokens), 1), dtype=torch.long)], dim=1)
         pos = mask.sum(-1, keepdim=True) - 1
-        out = self.model(
-            input_ids=torch.tensor([[t] for t in tokens], device=dev), attention_mask=mask.to(dev),
-            position_ids=pos.to(dev), cache=cache, use_cache=True, logits_to_keep=1,
-        )
-        return out.cache, mask, out.logits[:, -1, :].float()
+        out, cache = forward_cached(self.model, cache, input_ids=torch.tensor([[t] for t in tokens], device=dev),
+                                    attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1)
+        return cache, mask, out.logits[:, -1, :].float()
 
     def _expand(self, nodes, logits, seeds, params, greedy, samples) -> tuple[list[_Node], list[int]]:
         """Draw each node's children; finished answers go into `greedy` / `samples`."""

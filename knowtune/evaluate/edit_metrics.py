@@ -26,6 +26,7 @@ prompts (`counts`).
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from knowtune.data.edits import EditExample, join_target
-from knowtune.engine import HFTreeEngine, SamplingParams, common_prefix_len
+from knowtune.engine import Engine, HFTreeEngine, SamplingParams, common_prefix_len
 from knowtune.errors import DataError, KnowtuneError
 from knowtune.files import atomic_write_json, fingerprint, read_json
 from knowtune.matching import is_correct
@@ -165,15 +166,17 @@ def target_argmax(
 
 
 def greedy_answers(
-    model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompts: Sequence[str], limits: Sequence[int], batch_size: int = 16
+    model: torch.nn.Module | None, tok: PreTrainedTokenizerBase, prompts: Sequence[str], limits: Sequence[int],
+    batch_size: int = 16, engine: Engine | None = None,
 ) -> list[str]:
-    """Greedy answer of each prompt, generating at most `limits[i]` tokens and stopping at a newline."""
-    engine = HFTreeEngine(model, tok, batch_size=batch_size)
+    """Greedy answer of each prompt, generating at most `limits[i]` tokens and stopping at a newline;
+    through `engine` when given (e.g. vLLM), else through the hf engine on `model`."""
     out = [""] * len(prompts)
     groups: dict[int, list[int]] = {}
     for i, n in enumerate(limits):
         groups.setdefault(n, []).append(i)
-    with _eval_mode(model):
+    with contextlib.nullcontext() if engine else _eval_mode(model):
+        engine = engine or HFTreeEngine(model, tok, batch_size=batch_size)
         for n, idx in sorted(groups.items()):
             # n_samples=0: the engine expands only the greedy path
             params = SamplingParams(n_samples=0, max_new_tokens=n)
@@ -196,8 +199,8 @@ def _locality_check(ex: EditExample) -> str:
 
 
 def _locality_outputs(
-    model: torch.nn.Module, tok: PreTrainedTokenizerBase, examples: Sequence[EditExample], protocol: str,
-    batch_size: int, max_new_tokens: int,
+    model: torch.nn.Module | None, tok: PreTrainedTokenizerBase, examples: Sequence[EditExample], protocol: str,
+    batch_size: int, max_new_tokens: int, engine: Engine | None = None,
 ) -> list[list]:
     """Per edit, the model's output on each locality prompt under `protocol`."""
     pairs = [(ex, p, a) for ex in examples for p, a in zip(ex.locality_prompts, ex.locality_answers)]
@@ -206,7 +209,7 @@ def _locality_outputs(
         flat: list = [t.predicted for t in tokens]
     else:
         limits = [_limit(tok, ex, p, a, max_new_tokens) for ex, p, a in pairs]
-        flat = greedy_answers(model, tok, [p for _, p, _ in pairs], limits, batch_size)
+        flat = greedy_answers(model, tok, [p for _, p, _ in pairs], limits, batch_size, engine)
     out, k = [], 0
     for ex in examples:
         out.append(flat[k : k + len(ex.locality_prompts)])
@@ -220,12 +223,13 @@ def _check_protocol(protocol: str) -> None:
 
 
 def pre_edit_reference(
-    model: torch.nn.Module, tok: PreTrainedTokenizerBase, examples: Sequence[EditExample], protocol: str,
-    *, batch_size: int = 16, max_new_tokens: int = 24,
+    model: torch.nn.Module | None, tok: PreTrainedTokenizerBase, examples: Sequence[EditExample], protocol: str,
+    *, batch_size: int = 16, max_new_tokens: int = 24, engine: Engine | None = None,
 ) -> PreEditReference:
-    """The pre-edit model's locality outputs, computed once and kept for every later evaluation."""
+    """The pre-edit model's locality outputs, computed once and kept for every later evaluation
+    (the exact protocol generates through `engine` when given)."""
     _check_protocol(protocol)
-    outs = _locality_outputs(model, tok, examples, protocol, batch_size, max_new_tokens)
+    outs = _locality_outputs(model, tok, examples, protocol, batch_size, max_new_tokens, engine)
     outputs = {ex.id: o for ex, o in zip(examples, outs)}
     return PreEditReference(protocol, outputs, {ex.id: _locality_check(ex) for ex in examples}, max_new_tokens)
 
@@ -235,10 +239,11 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def edit_scores(
-    model: torch.nn.Module, tok: PreTrainedTokenizerBase, examples: Sequence[EditExample], reference: PreEditReference,
-    *, batch_size: int = 16,
+    model: torch.nn.Module | None, tok: PreTrainedTokenizerBase, examples: Sequence[EditExample], reference: PreEditReference,
+    *, batch_size: int = 16, engine: Engine | None = None,
 ) -> EditScores:
-    """Reliability, Generality and Locality of the (edited) model under the reference's protocol."""
+    """Reliability, Generality and Locality of the (edited) model under the reference's protocol
+    (the exact protocol generates through `engine` when given)."""
     _check_protocol(reference.protocol)
     for ex in examples:
         if ex.id not in reference.outputs:
@@ -252,9 +257,9 @@ def edit_scores(
         scored = [t.accuracy for t in tokens]
     else:
         limits = [_limit(tok, ex, p, ex.target_new, max_new) for ex, p in queries]
-        answers = greedy_answers(model, tok, [p for _, p in queries], limits, batch_size)
+        answers = greedy_answers(model, tok, [p for _, p in queries], limits, batch_size, engine)
         scored = [float(is_correct(a, [ex.target_new])) for a, (ex, _) in zip(answers, queries)]
-    post = _locality_outputs(model, tok, examples, protocol, batch_size, max_new)
+    post = _locality_outputs(model, tok, examples, protocol, batch_size, max_new, engine)
     per_edit, k = [], 0
     for ex, after in zip(examples, post):
         rel, gen = scored[k], scored[k + 1 : k + 1 + len(ex.rephrase_prompts)]
@@ -278,20 +283,38 @@ def edit_scores(
     )
 
 
-def evaluate_edited_model(model_spec: str, edits_spec: str, protocols: list[str], reference_spec: str) -> dict:
+def evaluate_edited_model(model_spec: str, edits_spec: str, protocols: list[str], reference_spec: str,
+                          engine: str = "hf", engine_set: Sequence[str] = ()) -> dict:
     """R/G/L of `model_spec` on the edits under each protocol, with Locality against `reference_spec`
-    (the pre-edit model); the summary and, under `per_edit`, every edit's scores."""
+    (the pre-edit model); the summary and, under `per_edit`, every edit's scores. With `engine` vllm the
+    exact protocol generates through vLLM; the token protocol is teacher-forced through transformers."""
     from knowtune.data.edit_records import resolve_edits
+    from knowtune.engine import engine_options, vllm_engine
     from knowtune.models import load_model
 
     for p in protocols:
         _check_protocol(p)
+    options = engine_options(engine, list(engine_set))
     ds = resolve_edits(edits_spec)
-    ref_lm = load_model(reference_spec)
-    refs = {p: pre_edit_reference(ref_lm.model, ref_lm.tokenizer, ds.examples, p) for p in protocols}
-    del ref_lm  # the two models need not be in memory together
-    lm = load_model(model_spec)
-    scores = {p: edit_scores(lm.model, lm.tokenizer, ds.examples, refs[p]) for p in protocols}
+    on_vllm = ["exact"] if engine == "vllm" and "exact" in protocols else []
+    on_hf = [p for p in protocols if p not in on_vllm]
+
+    def run(spec: str, step) -> dict:
+        """`step(model, tok, protocol, engine)` per protocol, one model in memory at a time."""
+        done = {}
+        if on_hf:
+            lm = load_model(spec)
+            done.update({p: step(lm.model, lm.tokenizer, p, None) for p in on_hf})
+            del lm
+        if on_vllm:
+            eng, _ = vllm_engine(spec, options)
+            done["exact"] = step(None, eng.tok, "exact", eng)
+            del eng
+            gc.collect()  # vLLM frees its engine process and KV cache when collected
+        return done
+
+    refs = run(reference_spec, lambda m, tok, p, eng: pre_edit_reference(m, tok, ds.examples, p, engine=eng))
+    scores = run(model_spec, lambda m, tok, p, eng: edit_scores(m, tok, ds.examples, refs[p], engine=eng))
     return {"model": model_spec, "reference_model": reference_spec, "edits": edits_spec, "n_edits": len(ds.examples),
-            "skipped": ds.skipped, "scores": {p: s.to_dict() for p, s in scores.items()},
-            "per_edit": {p: s.per_edit for p, s in scores.items()}}
+            "skipped": ds.skipped, "engine": engine, "scores": {p: scores[p].to_dict() for p in protocols},
+            "per_edit": {p: scores[p].per_edit for p in protocols}}

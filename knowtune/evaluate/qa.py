@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from knowtune.data.formats import ABSTENTION, qa_prompt
-from knowtune.engine import HFTreeEngine, SamplingParams
+from knowtune.engine import Engine, HFTreeEngine, SamplingParams
 from knowtune.matching import is_correct, normalize_answer
 from knowtune.probe.records import ProbeRecord
 
@@ -15,9 +15,11 @@ def is_abstention(answer: str) -> bool:
     return normalize_answer(answer) == normalize_answer(ABSTENTION)
 
 
-def greedy_answers(model, tokenizer, questions: list[str], batch_size: int = 32, max_new_tokens: int = 24) -> list[str]:
-    """Greedy answers to zero-shot QA prompts, batched, each stopping at its first newline."""
-    engine = HFTreeEngine(model, tokenizer, batch_size=batch_size)
+def greedy_answers(model, tokenizer, questions: list[str], batch_size: int = 32, max_new_tokens: int = 24,
+                   engine: Engine | None = None) -> list[str]:
+    """Greedy answers to zero-shot QA prompts, batched, each stopping at its first newline; through
+    `engine` when given (e.g. vLLM), else through the hf engine on `model`."""
+    engine = engine or HFTreeEngine(model, tokenizer, batch_size=batch_size)
     params = SamplingParams(n_samples=0, max_new_tokens=max_new_tokens)
     return [c.greedy for c in engine.complete("", [qa_prompt(q) for q in questions], [0] * len(questions), params)]
 
@@ -50,7 +52,8 @@ def score_qa(records: list[ProbeRecord], predictions: list[str]) -> dict:
     }
 
 
-def evaluate_qa(model, tokenizer, records: list[ProbeRecord], batch_size: int = 32) -> tuple[dict, list[str]]:
-    """Answer every record's question and score the answers; returns (metrics, predictions)."""
-    preds = greedy_answers(model, tokenizer, [r.question for r in records], batch_size)
+def evaluate_qa(model, tokenizer, records: list[ProbeRecord], batch_size: int = 32,
+                engine: Engine | None = None) -> tuple[dict, list[str]]:
+    """Answer every record's question (through `engine` when given) and score the answers; returns (metrics, predictions)."""
+    preds = greedy_answers(model, tokenizer, [r.question for r in records], batch_size, engine=engine)
     return score_qa(records, preds), preds

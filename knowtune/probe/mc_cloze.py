@@ -87,6 +87,8 @@ def continuation_logprobs(model, tokenizer, seqs: list[list[int]], lengths: list
     context, so neither the exemplars nor a question's own tokens run once per option."""
     import torch  # here, not at the top: the prompt builders of this module are read without torch
 
+    from knowtune.engine.kv_cache import forward_cached
+
     check_length(model, seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = rows_per_question
@@ -108,10 +110,10 @@ def continuation_logprobs(model, tokenizer, seqs: list[list[int]], lengths: list
                 ids[b, : len(rest)] = torch.tensor(rest)
                 rest_mask[b, : len(rest)] = 1
             pos = mask.sum(-1).repeat_interleave(width)[:, None] + torch.arange(wide)[None, :]
-            logits = model(
-                input_ids=ids.to(device), attention_mask=torch.cat([mask.repeat_interleave(width, 0), rest_mask], 1).to(device),
-                position_ids=pos.to(device), cache=cache, use_cache=True,
-            ).logits.float()
+            logits = forward_cached(
+                model, cache, input_ids=ids.to(device), position_ids=pos.to(device), use_cache=True,
+                attention_mask=torch.cat([mask.repeat_interleave(width, 0), rest_mask], 1).to(device),
+            )[0].logits.float()
             for b, (r, rest) in enumerate(zip(rows, rests)):
                 m = lengths[r]
                 # the context's last logits predict the row's first token after it; each row token the next

@@ -110,6 +110,8 @@ def _shared_prefix(model, seqs: list[list[int]], keep: int, store: dict) -> tupl
     per batch. The rows' tokens past the cached prefix go through the batched forward either way."""
     import torch
 
+    from knowtune.engine.kv_cache import forward_cached
+
     limit = min(map(len, seqs)) - keep  # every row keeps `keep` tokens to read logits at
     shared = max(0, min([limit, *(common_prefix_len(seqs[0], s) for s in seqs[1:])]))  # one row: all it can cache
     key = next(iter(store), None)
@@ -121,7 +123,7 @@ def _shared_prefix(model, seqs: list[list[int]], keep: int, store: dict) -> tupl
     key = tuple(seqs[0][: agreed if 2 * agreed >= shared else shared])
     device = next(model.parameters()).device
     store.clear()
-    store[key] = model(torch.tensor([key], device=device), use_cache=True, logits_to_keep=1).cache
+    store[key] = forward_cached(model, None, input_ids=torch.tensor([key], device=device), use_cache=True, logits_to_keep=1)[1]
     return len(key), copy.deepcopy(store[key])
 
 
@@ -134,6 +136,8 @@ def forward_tails(model, seqs: list[list[int]], pad: int, keep: int = 1, prefixe
     the rest is left-padded between prefix and tail with explicit position ids, so every row ends in the
     last column and sees the positions of an unpadded forward."""
     import torch
+
+    from knowtune.engine.kv_cache import forward_cached
 
     device = next(model.parameters()).device
     shared, cache = _shared_prefix(model, seqs, keep, {} if prefixes is None else prefixes)
@@ -148,11 +152,9 @@ def forward_tails(model, seqs: list[list[int]], pad: int, keep: int = 1, prefixe
         ids[b, width - len(tail) :] = torch.tensor(tail)
         mask[b, shared + width - len(tail) :] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-    out = model(
-        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-        cache=cache, use_cache=want_cache or cache is not None, logits_to_keep=keep,
-    )
-    return out.logits[:, -keep:, :], out.cache if want_cache else None, mask
+    out, cache = forward_cached(model, cache, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=pos.to(device), use_cache=want_cache or cache is not None, logits_to_keep=keep)
+    return out.logits[:, -keep:, :], cache if want_cache else None, mask
 
 
 def check_length(model, seqs: list[list[int]]) -> None:

@@ -121,8 +121,10 @@ def run_probe(
     model_info: dict,
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
+    shard: dict | None = None,
 ) -> dict:
-    """Probe `examples`, writing records and a summary to `out`; resumes a killed run."""
+    """Probe `examples`, writing records and a summary to `out`; resumes a killed run. `shard` (from
+    probe.shards.shard_examples) marks the run as one shard of a larger selection, for probe-merge."""
     out = Path(out)
     if not examples:
         raise ConfigError("no questions to probe (check --split, --relations and --limit)")
@@ -134,9 +136,12 @@ def run_probe(
         "model": model_info,
         "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint()},
         "questions": {"count": len(examples), "ids_fingerprint": stable_int(*[e.id for e in examples])},
+        "engine": engine.info.to_dict(),  # which engine ran, its version and whether a rerun repeats the samples
+        **({"shard": shard} if shard else {}),
         "versions": versions(),
     }
-    check_or_write_manifest(out / "config.json", manifest, "a probe", compare=("settings", "model", "data", "questions"))
+    compare = ("settings", "model", "data", "questions", "engine", *(("shard",) if shard else ()))
+    check_or_write_manifest(out / "config.json", manifest, "a probe", compare=compare)
     remove_stale_temp(out)
     records_path = out / "probe.jsonl"
     sink = JsonlAppender(records_path)  # opening it cuts a torn last line left by a kill
@@ -160,7 +165,7 @@ def run_probe(
     wanted = {e.id for e in examples}
     records = [r for r in records if r.id in wanted]
     summary = summarize(records, data)
-    summary.update({"settings": cfg.model_dump(), "model": model_info, "data": manifest["data"]})
+    summary.update({"settings": cfg.model_dump(), "model": model_info, "data": manifest["data"], "engine": manifest["engine"]})
     atomic_write_json(out / "summary.json", summary)
     return summary
 

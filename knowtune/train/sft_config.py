@@ -31,6 +31,8 @@ class SFTConfig(BaseModel):
     checkpoint_every_epoch: bool = Field(True, description="save a resumable checkpoint (model + optimizer) per epoch")
     save_weights: bool = Field(True, description="save EARLY_STOP and CONVERGENCE weights as safetensors")
     eval_batch_size: int = Field(64, ge=1, description="questions per batch in per-epoch evaluation")
+    report_to: str | list[str] = Field("none", description="transformers integrations that log the loss and the per-epoch "
+                                       "fit and accuracy: none, tensorboard, wandb, all, or a list")
 
     @field_validator("lr_scheduler_type")
     @classmethod

@@ -1,37 +1,32 @@
 """Supervised fine-tuning on (prompt, target) pairs with the Hugging Face Trainer, full or LoRA.
 
-After every epoch a callback records, to `metrics.jsonl`: the training loss, the training-set
+After every epoch the shared `KnowledgeCallback` (callback.py) records, to `metrics.jsonl`: the training loss, the training-set
 **fit** per group (teacher-forced, one forward pass; see fit.py) and whatever the caller's
 `evaluate(model, epoch)` returns (dev and test accuracy for the SliCK study). The best epoch by
 `select` (dev accuracy) is EARLY_STOP, the last is CONVERGENCE; both are saved as safetensors.
 A killed run resumes from its last epoch checkpoint; a NaN loss stops the run and keeps the last
-good checkpoint.
+good checkpoint. The metrics also go to the `report_to` integrations (TensorBoard, W&B).
 
 Under `accelerate launch --num_processes N` every process trains on its share of each batch (the
 optimizer step takes the same examples as in one process: see processes.py); only the main process
-computes the per-epoch metrics and writes the run directory, the others wait at a barrier.
+computes the per-epoch metrics and writes the run directory, the others wait for it.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import pickle
 import shutil
 import sys
-import tempfile
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from knowtune.errors import KnowtuneError
 from knowtune.files import (
-    JsonlAppender,
     atomic_write_json,
     atomic_write_jsonl,
     check_or_write_manifest,
@@ -43,8 +38,9 @@ from knowtune.files import (
 )
 from knowtune.memory import check_fits, training_estimate
 from knowtune.provenance import warn
+from knowtune.train.callback import EvaluateFn, KnowledgeCallback
 from knowtune.train.examples import SFTExample
-from knowtune.train.fit import encode_pair, teacher_forced_fit
+from knowtune.train.fit import encode_pair
 from knowtune.train.processes import (
     BARRIER_TIMEOUT,
     check_launch,
@@ -54,8 +50,9 @@ from knowtune.train.processes import (
     warn_one_cpu_process,
 )
 from knowtune.train.sft_config import SFTConfig
+from knowtune.train.weights import save_weights
 
-EvaluateFn = Callable[[torch.nn.Module, int], dict]
+__all__ = ["EvaluateFn", "TrainResult", "TrainingDiverged", "save_weights", "train_sft"]
 
 
 class TrainingDiverged(KnowtuneError):
@@ -118,83 +115,30 @@ class _Trainer(Trainer):
         return loss
 
 
-def save_weights(model, tokenizer, target: Path, meta: dict | None = None) -> Path:
-    """Save full (LoRA: merged) weights + tokenizer (+ `meta` as knowtune_meta.json) as a loadable HF
-    directory, atomically: a reader sees the old directory or the complete new one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        if hasattr(model, "merge_and_unload"):  # peft: base + (α/r)·B·A, merged on a copy; adapter beside it
-            copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
-            model.save_pretrained(tmp / "adapter")
-        else:
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if meta is not None:
-            atomic_write_json(tmp / "knowtune_meta.json", meta)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+class _EpochCallback(KnowledgeCallback):
+    """The shared KnowledgeCallback, once per epoch, writing metrics.jsonl rows that start with the
+    epoch and its mean training loss (the studies read these keys)."""
 
+    def __init__(self, trainer: _Trainer, tokenizer, examples: list[SFTExample], evaluate: EvaluateFn | None, select: str,
+                 out: Path, cfg: SFTConfig, meta: dict):
+        super().__init__(tokenizer, examples=examples, evaluate=evaluate, select=select, output_dir=out,
+                         metrics_file="metrics.jsonl", best_dir="early_stop", best_meta=meta, save_best=cfg.save_weights,
+                         log=cfg.report_to != "none")
+        self.trainer = trainer
 
-class _EpochCallback(TrainerCallback):
-    def __init__(self, run):
-        self.run = run
+    def row_head(self, state) -> dict:
+        losses = self.trainer.epoch_losses
+        return {"epoch": round(state.epoch), "train_loss": sum(losses) / len(losses) if losses else None}
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        self.run.end_epoch(model, round(state.epoch))
+    def on_epoch_end(self, args, state, control, **kwargs):
+        super().on_epoch_end(args, state, control, **kwargs)
+        self.trainer.epoch_losses = []  # on every process: the next epoch's mean starts afresh
         return control
 
-
-class _Run:
-    """The per-epoch bookkeeping of one training run."""
-
-    def __init__(self, trainer, tokenizer, examples, cfg, out, evaluate, select, meta):
-        self.trainer, self.tok, self.examples, self.cfg = trainer, tokenizer, examples, cfg
-        self.out, self.evaluate, self.select, self.meta = out, evaluate, select, meta
-        self.metrics_path = out / "metrics.jsonl"
-        self.metrics = [m for _, m in iter_jsonl(self.metrics_path)] if self.metrics_path.exists() else []
-
     def best_epoch(self) -> int:
-        """EARLY_STOP: the epoch with the best `select` metric (the earliest on ties)."""
-        scored = [m for m in self.metrics if m.get(self.select) is not None]
-        if not scored:
-            return self.metrics[-1]["epoch"]
-        return max(scored, key=lambda m: (m[self.select], -m["epoch"]))["epoch"]
-
-    def end_epoch(self, model, epoch: int) -> None:
-        losses, self.trainer.epoch_losses = self.trainer.epoch_losses, []
-        if self.trainer.is_world_process_zero():
-            self._record_epoch(model, epoch, losses)
-        self.trainer.accelerator.wait_for_everyone()
-
-    def _record_epoch(self, model, epoch: int, losses: list[float]) -> None:
-        model.eval()
-        row = {"epoch": epoch, "train_loss": sum(losses) / len(losses) if losses else None}
-        fit = teacher_forced_fit(model, self.tok, [(e.prompt, e.target) for e in self.examples])
-        by_group: dict[str, list[bool]] = defaultdict(list)
-        for ex, ok in zip(self.examples, fit):
-            by_group[ex.group].append(ok)
-        row["fit"] = sum(fit) / len(fit)
-        row["fit_by_group"] = {g: sum(v) / len(v) for g, v in sorted(by_group.items())}
-        row["fitted_by_group"] = {g: sum(v) for g, v in sorted(by_group.items())}
-        row["group_sizes"] = {g: len(v) for g, v in sorted(by_group.items())}
-        # Per-example fit, for the studies' bootstrap over training examples (studies/stats.py).
-        atomic_write_jsonl(self.out / "predictions" / f"fit_epoch{epoch}.jsonl",
-                           [{"id": ex.id, "group": ex.group, "fitted": ok} for ex, ok in zip(self.examples, fit)])
-        if self.evaluate is not None:
-            row.update(self.evaluate(model, epoch))
-        self.metrics.append(row)
-        with JsonlAppender(self.metrics_path) as sink:
-            sink.write_many([row])
-        # Without the selection metric (no evaluate function) EARLY_STOP is CONVERGENCE: save it once, at the end.
-        if self.cfg.save_weights and row.get(self.select) is not None and self.best_epoch() == epoch:
-            save_weights(model, self.tok, self.out / "early_stop", {**self.meta, "epoch": epoch})
-        model.train()
+        """EARLY_STOP: the epoch with the best `select` metric (the earliest on ties); the last without one."""
+        best = self.best()
+        return (best or self.history[-1])["epoch"]
 
 
 def check_training_fits(model, tokenizer, examples: list[SFTExample], cfg: SFTConfig, processes: int = 1) -> None:
@@ -238,7 +182,8 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
 def _check_same_run(out: Path, cfg: SFTConfig, examples: list[SFTExample], meta: dict | None, processes: int) -> None:
     """The resume guard, before anything in `out` is reused (a finished result included): the same
     settings, training data and base model, or a refusal naming the first that differs."""
-    manifest = {"config": cfg.model_dump(), "examples": len(examples),
+    # Where metrics are reported does not change the run: a resumed run may report elsewhere.
+    manifest = {"config": cfg.model_dump(exclude={"report_to"}), "reporting": cfg.report_to, "examples": len(examples),
                 "data_fingerprint": fingerprint([(e.id, e.prompt, e.target, e.group) for e in examples]),
                 "base_model": ((meta or {}).get("provenance") or {}).get("model"), "versions": versions(),
                 "processes": processes}  # recorded, not compared: a step takes the same examples with any number
@@ -289,21 +234,24 @@ def train_sft(
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
         save_strategy="epoch" if cfg.checkpoint_every_epoch else "no", save_total_limit=1,
-        logging_strategy="no", report_to="none", disable_tqdm=not progress, remove_unused_columns=False,
-        use_cpu=use_cpu(), dataloader_num_workers=0, ddp_timeout=int(BARRIER_TIMEOUT.total_seconds()),
+        logging_strategy="no" if cfg.report_to == "none" else "epoch", report_to=cfg.report_to, disable_tqdm=not progress,
+        remove_unused_columns=False, use_cpu=use_cpu(), dataloader_num_workers=0,
+        ddp_timeout=int(BARRIER_TIMEOUT.total_seconds()),
     )
     trainer = _Trainer(model=run_model, args=args, train_dataset=_PairDataset(tokenizer, examples),
                        data_collator=_collate(tokenizer.pad_token_id or 0))
     trainer.epoch_losses = []
-    run = _Run(trainer, tokenizer, examples, cfg, out, evaluate, select, meta or {})
+    callback = _EpochCallback(trainer, tokenizer, examples, evaluate, select, out, cfg, meta or {})
     # Metrics past the checkpoint we resume from belong to an epoch that will be trained again.
     resumed_epoch = round(read_json(resume / "trainer_state.json")["epoch"]) if resume else 0
     if resume and state.is_main_process:
         print(f"{out}: resuming from the checkpoint of epoch {resumed_epoch} of {cfg.epochs}", file=sys.stderr)
-    run.metrics = [m for m in run.metrics if m["epoch"] <= resumed_epoch]
+    metrics_path = out / "metrics.jsonl"
+    earlier = [m for _, m in iter_jsonl(metrics_path)] if metrics_path.exists() else []
+    callback.history = [m for m in earlier if m["epoch"] <= resumed_epoch]
     if state.is_main_process:
-        atomic_write_jsonl(run.metrics_path, run.metrics)
-    trainer.add_callback(_EpochCallback(run))
+        atomic_write_jsonl(metrics_path, callback.history)
+    trainer.add_callback(callback)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except TrainingDiverged as e:
@@ -315,9 +263,10 @@ def train_sft(
                             f"({str(e).splitlines()[0]}); delete the checkpoint to train from scratch") from None
     run_model.eval()
     if state.is_main_process:
-        result = {"metrics": run.metrics, "early_stop_epoch": run.best_epoch(), "convergence_epoch": run.metrics[-1]["epoch"]}
+        metrics = callback.history
+        result = {"metrics": metrics, "early_stop_epoch": callback.best_epoch(), "convergence_epoch": metrics[-1]["epoch"]}
         if cfg.save_weights:
-            save_weights(run_model, tokenizer, out / "convergence", {**(meta or {}), "epoch": run.metrics[-1]["epoch"]})
+            save_weights(run_model, tokenizer, out / "convergence", {**(meta or {}), "epoch": metrics[-1]["epoch"]})
         atomic_write_json(done, result)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run is complete: no optimizer state is needed
     state.wait_for_everyone()

@@ -132,3 +132,30 @@ def test_every_epoch_writes_each_examples_fit_for_the_bootstrap(tiny_tokenizer, 
         rows = [json.loads(line) for line in (tmp_path / "run" / "predictions" / f"fit_epoch{m['epoch']}.jsonl").read_text().splitlines()]
         assert [(r["id"], r["group"]) for r in rows] == [(e.id, e.group) for e in EXAMPLES]
         assert {g: sum(r["fitted"] for r in rows if r["group"] == g) for g in ("A", "B")} == m["fitted_by_group"]
+
+
+def test_report_to_gets_the_epoch_metrics(tiny_tokenizer, tmp_path, monkeypatch):
+    """With report_to set, each epoch's fit per group reaches the reporting callbacks through the trainer's
+    on_log (the integration that report_to picks is swapped for a recorder: none is installed here)."""
+    from transformers import TrainerCallback
+
+    seen: list[dict] = []
+
+    class Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            seen.append(dict(logs))
+
+    picked = []
+    monkeypatch.setattr("transformers.trainer.get_reporting_integration_callbacks",
+                        lambda report_to: picked.append(report_to) or [Recorder])
+    cfg = SFTConfig(epochs=2, learning_rate=3e-3, batch_size=3, save_weights=False, checkpoint_every_epoch=False,
+                    report_to="tensorboard")
+    train_sft(make_tiny_model(tiny_tokenizer, seed=7), tiny_tokenizer, EXAMPLES, cfg, tmp_path / "a", progress=False)
+    assert picked == [["tensorboard"]]
+    fits = [log for log in seen if "knowledge/fit" in log]
+    assert [log["epoch"] for log in fits] == [1.0, 2.0] and {"knowledge/fit/A", "knowledge/fit/B"} <= set(fits[0])
+    assert any("loss" in log for log in seen)  # the trainer's own loss, logged each epoch
+    # where metrics are reported is not part of the run: the finished run is found again with report_to none
+    again = train_sft(make_tiny_model(tiny_tokenizer, seed=7), tiny_tokenizer, EXAMPLES, cfg.model_copy(update={"report_to": "none"}),
+                      tmp_path / "a", progress=False)
+    assert again.model is None and len(again.metrics) == 2

@@ -34,7 +34,7 @@ def update_command(model: str, edits: str, method: str, lam: float, out, overrid
 def evaluate_edits_command(model: str, edits: str, protocol: str, reference_model: str, out) -> None:
     """`knowtune evaluate --edits` through the CLI's own command function."""
     cli.evaluate(model=model, records=None, edits=edits, mc=None, protocol=protocol, reference_model=reference_model,
-                 k_shot=5, seed=0, out=out, batch_size=32)
+                 k_shot=5, seed=0, out=out, batch_size=32, engine="hf", engine_set=[])
 
 
 EDITS = [

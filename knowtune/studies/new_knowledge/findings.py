@@ -185,7 +185,10 @@ def _fit_gap_data(runs: dict, name: str = "D_50") -> list[np.ndarray]:
 
 def _fit_gap(_ids, means: list[np.ndarray]) -> float:
     """Known − Unknown fit in points, mean over epochs, then over seeds."""
-    gaps = [np.mean([(m[j] / m[j + 1] - m[j + 2] / m[j + 3]) * 100 for j in range(0, len(m), 4)]) for m in means]
+    # A replicate that drew no Known (or no Unknown) example has no gap: 0/0 gives NaN, which the
+    # bootstrap drops (stats.bootstrap), so the division's warning says nothing here.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gaps = [np.mean([(m[j] / m[j + 1] - m[j + 2] / m[j + 3]) * 100 for j in range(0, len(m), 4)]) for m in means]
     return float(np.mean(gaps))
 
 
