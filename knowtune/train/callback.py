@@ -117,14 +117,16 @@ class KnowledgeCallback(TrainerCallback):
     on when it is not the audited set itself (e.g. the idk export); `dev`: QA rows in any shape
     `knowtune audit` reads; `every`: "epoch" or a number of optimizer steps; `prompt`: "chat" (the
     tokenizer's chat template, as TRL trains `messages` rows; the default when there is one) or "qa".
-    Outputs go to `output_dir` (default: the trainer's): knowledge_metrics.jsonl and knowledge_best/."""
+    `fit_bf16`: the fit check in bf16 with near ties recomputed in float32 (fit.py). Outputs go to
+    `output_dir` (default: the trainer's): knowledge_metrics.jsonl and knowledge_best/."""
 
     def __init__(self, tokenizer, audit: str | Path | None = None, dev: str | Path | SFTRowSet | None = None,
                  every: str | int = "epoch", early_stop: bool = False, patience: int = 1, *,
                  train: str | Path | SFTRowSet | None = None, prompt: str | None = None, output_dir: str | Path | None = None,
                  save_best: bool = True, batch_size: int = 16, max_new_tokens: int = 24,
                  examples: list[SFTExample] | None = None, evaluate: EvaluateFn | None = None, select: str = "dev_accuracy",
-                 log: bool = True, metrics_file: str = METRICS_FILE, best_dir: str = BEST_DIR, best_meta: dict | None = None):
+                 log: bool = True, metrics_file: str = METRICS_FILE, best_dir: str = BEST_DIR, best_meta: dict | None = None,
+                 fit_bf16: bool = False):
         if every != "epoch" and not (isinstance(every, int) and not isinstance(every, bool) and every > 0):
             raise ConfigError(f"every: expected 'epoch' or a positive number of steps, got {every!r}")
         if patience < 1:
@@ -146,6 +148,7 @@ class KnowledgeCallback(TrainerCallback):
         self.tokenizer, self.examples, self.evaluate, self.select = tokenizer, examples, evaluate, select
         self.every, self.early_stop, self.patience, self.save_best, self.log = every, early_stop, patience, save_best, log
         self.batch_size, self.metrics_file, self.best_dir, self.best_meta = batch_size, metrics_file, best_dir, best_meta or {}
+        self.fit_bf16 = fit_bf16
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.history: list[dict] = []
         self.stopped_at: dict | None = None  # the row after which early stopping ended training
@@ -161,7 +164,8 @@ class KnowledgeCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            fit = teacher_forced_fit(model, self.tokenizer, [(e.prompt, e.target) for e in self.examples], self.batch_size)
+            fit = teacher_forced_fit(model, self.tokenizer, [(e.prompt, e.target) for e in self.examples], self.batch_size,
+                                     bf16=self.fit_bf16)
             atomic_write_jsonl(self.output_dir / "predictions" / f"fit_{at}.jsonl",
                                [{"id": ex.id, "group": ex.group, "fitted": ok} for ex, ok in zip(self.examples, fit)])
             by_group: dict[str, list[bool]] = defaultdict(list)

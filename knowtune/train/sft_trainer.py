@@ -123,7 +123,7 @@ class _EpochCallback(KnowledgeCallback):
                  out: Path, cfg: SFTConfig, meta: dict):
         super().__init__(tokenizer, examples=examples, evaluate=evaluate, select=select, output_dir=out,
                          metrics_file="metrics.jsonl", best_dir="early_stop", best_meta=meta, save_best=cfg.save_weights,
-                         log=cfg.report_to != "none")
+                         log=cfg.report_to != "none", fit_bf16=cfg.fit_bf16)
         self.trainer = trainer
 
     def row_head(self, state) -> dict:

@@ -159,3 +159,21 @@ def test_report_to_gets_the_epoch_metrics(tiny_tokenizer, tmp_path, monkeypatch)
     again = train_sft(make_tiny_model(tiny_tokenizer, seed=7), tiny_tokenizer, EXAMPLES, cfg.model_copy(update={"report_to": "none"}),
                       tmp_path / "a", progress=False)
     assert again.model is None and len(again.metrics) == 2
+
+
+def test_fit_bf16_records_the_float32_fit(tiny_tokenizer, tmp_path, monkeypatch):
+    """fit_bf16 runs the per-epoch check in bf16 (with float32 recompute of near ties) and records the
+    same fit per epoch as the float32 check, on the same training."""
+    from knowtune.train import callback
+
+    seen = []
+    real = callback.teacher_forced_fit
+    monkeypatch.setattr(callback, "teacher_forced_fit", lambda *a, **k: seen.append(k.get("bf16")) or real(*a, **k))
+    runs = {}
+    for bf16 in (False, True):
+        cfg = SFTConfig(epochs=12, learning_rate=3e-3, batch_size=3, checkpoint_every_epoch=False, save_weights=False, fit_bf16=bf16)
+        res = train_sft(make_tiny_model(tiny_tokenizer, seed=1), tiny_tokenizer, EXAMPLES, cfg, tmp_path / str(bf16), progress=False)
+        runs[bf16] = [(m["fit"], m["fitted_by_group"]) for m in res.metrics]
+    assert seen == [False] * 12 + [True] * 12
+    assert runs[True] == runs[False]
+    assert len({fit for fit, _ in runs[True]}) > 1  # the fit moved during training, so the comparison has teeth
