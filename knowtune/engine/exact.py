@@ -13,7 +13,7 @@ What it cannot see: a correct answer whose text leaves `on_gold_path` on the way
 compares the text so far with the aliases modulo case, punctuation, whitespace and articles (the
 normalisation, applied to prefixes), so that happens only where the normalisation is not prefix-wise:
 NFKC composing a character across a token boundary (a base letter, then a combining accent in the
-next token) or a lower-case mapping that changes length. bench/exact_coverage.py measures the share
+next token) or a lower-case mapping that changes length. bench/exact_agreement.py measures the share
 of sampled correct answers the filter would have cut. Hand-written: no library computes the probability of
 a set of strings under a sampler with stopping; HF's `compute_transition_scores` scores one sequence.
 """
