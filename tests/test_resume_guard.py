@@ -29,7 +29,7 @@ META = {"provenance": {"model": "base-a"}}
 # (report_to, where metrics are reported, is recorded but not compared: SFT_NOT_COMPARED).
 SFT_CHANGES = {"method": "lora", "epochs": 2, "learning_rate": 2e-3, "lr_scheduler_type": "linear", "warmup_ratio": 0.1,
                "weight_decay": 0.01, "max_grad_norm": 0.5, "batch_size": 3, "gradient_accumulation_steps": 2, "lora_r": 8,
-               "lora_alpha": 16, "lora_dropout": 0.1, "lora_target_modules": ["q_proj"], "bf16": True, "seed": 1,
+               "lora_alpha": 16, "lora_dropout": 0.1, "lora_target_modules": ["q_proj"], "bf16": True, "fit_bf16": True, "seed": 1,
                "checkpoint_every_epoch": True, "save_weights": True, "eval_batch_size": 8}
 SFT_NOT_COMPARED = {"report_to": "tensorboard"}
 PROBE = ProbeConfig(k_shot=2, n_exemplar_sets=2, n_samples=2, max_new_tokens=4)
