@@ -162,6 +162,8 @@ ROWS = [
         ("training settings: key 'epochs': Input should be a valid integer (got 'yes')",)),
     Row("set-word-for-a-number", "train --model {model} --train {d}/probe_ok.jsonl --set learning_rate=inf --out {out}",
         ("training settings: key 'learning_rate': Input should be a valid number (got 'inf')",)),
+    Row("set-number-for-a-boolean", "train --model {model} --train {d}/probe_ok.jsonl --set fit_bf16=1 --out {out}",
+        ("training settings: key 'fit_bf16': Input should be a valid boolean (got 1)",)),
     Row("set-infinite-number", "probe --model {model} --limit 2 --set temperature=.inf --out {out}",
         ("probe settings: key 'temperature': must be a finite number, not inf",)),
     Row("set-boolean-in-a-list", "study flearning --set lambdas=[1,true] --out {out}", ("study config: key 'lambdas.1': λ must be a number, not true",)),

@@ -120,6 +120,7 @@ def test_yaml_12_values():
     ("learning_rate=inf", "training settings: key 'learning_rate': Input should be a valid number (got 'inf')"),
     ("weight_decay=.inf", "training settings: key 'weight_decay': must be a finite number, not inf"),
     ("bf16=yes", "training settings: key 'bf16': Input should be a valid boolean (got 'yes')"),
+    ("fit_bf16=1", "training settings: key 'fit_bf16': Input should be a valid boolean (got 1)"),
     ("lr_scheduler_type=cosine_annealing", "training settings: key 'lr_scheduler_type': unknown scheduler 'cosine_annealing'; choose one of linear, cosine"),
     ("lora_target_modules=[]", "training settings: key 'lora_target_modules': names no module"),
     ("lora_target_modules='(q'", "training settings: key 'lora_target_modules': '(q' is not a valid regular expression"),
