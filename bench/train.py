@@ -5,7 +5,8 @@ Both sides fine-tune the builtin model on the same |D| question → answer pairs
 Trainer settings, then measure the training-set fit and the dev / test / OOD accuracy. The baseline
 generates an answer per question (greedy, stop at newline); knowtune checks the fit in one
 teacher-forced forward pass and answers the questions with its batched engine. Each side runs in its
-own process.
+own process. A third process repeats knowtune's side with `bf16=true` (mixed-precision training on the same
+steps), its fit and accuracy measured in float32 as on the others.
 
     python bench/train.py
 """
@@ -51,6 +52,7 @@ def _knowtune(args, queue):
     from knowtune.train.sft_trainer import train_sft
 
     cfg, examples, evals, sft, lm = _setup(args)
+    sft = sft.model_copy(update={"bf16": args.bf16})
     timing = {}
     records = [ProbeRecord.from_dict({**e.to_dict(), "category": "all"}) for e in evals]
 
@@ -61,7 +63,7 @@ def _knowtune(args, queue):
         return {"accuracy": metrics["accuracy"]}
 
     start = time.perf_counter()
-    res = train_sft(lm.model, lm.tokenizer, examples, sft, Path(args.workdir) / "knowtune", evaluate, "accuracy", progress=False)
+    res = train_sft(lm.model, lm.tokenizer, examples, sft, Path(args.workdir) / ("knowtune-bf16" if args.bf16 else "knowtune"), evaluate, "accuracy", progress=False)
     total = time.perf_counter() - start
     t0 = time.perf_counter()  # the fit check once more, alone, to price it against the epoch's training
     fit = teacher_forced_fit(res.model, lm.tokenizer, [(e.prompt, e.target) for e in examples])
@@ -127,7 +129,10 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         args.workdir = tmp
+        args.bf16 = False
         kt = run_in_process(_knowtune, args)
+        args.bf16 = True
+        kt16 = run_in_process(_knowtune, args)
         base = run_in_process(_baseline, args)
     result = {
         "command": " ".join(["python", "bench/train.py", *sys.argv[1:]]),
@@ -137,6 +142,8 @@ def main() -> None:
         "fit_share_of_training": round(kt["fit_s"] / kt["train_s"], 4),
         "fit_share_of_training_bf16": round(kt["fit_bf16_s"] / kt["train_s"], 4),
         "fit_bf16_identical_to_float32": bool(kt["fit_bf16_identical"]),
+        "train_bf16": {"train_s": round(kt16["train_s"], 2), "train_speedup_vs_float32": round(kt["train_s"] / kt16["train_s"], 2),
+                       "fit": round(kt16["fit"], 4), "accuracy": round(kt16["accuracy"], 4)},
     }
     print(f"{'':28}{'HF Trainer + generate':>24}{'knowtune':>12}")
     for key in ("seconds", "train_s", "fit_s", "eval_s", "fit", "accuracy"):
@@ -144,6 +151,9 @@ def main() -> None:
     print(f"speedup {result['speedup']}×; knowtune's fit tracking costs {result['fit_share_of_training']:.1%} of the epoch's training time "
           f"(bf16 with float32 recompute: {result['fit_share_of_training_bf16']:.1%}, "
           f"identical fit: {result['fit_bf16_identical_to_float32']})")
+    print(f"training with bf16=true: {kt16['train_s']:.1f} s vs {kt['train_s']:.1f} s float32 "
+          f"({result['train_bf16']['train_speedup_vs_float32']}×), fit {kt16['fit']:.3f} vs {kt['fit']:.3f}, "
+          f"accuracy {kt16['accuracy']:.3f} vs {kt['accuracy']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

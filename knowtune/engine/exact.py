@@ -20,6 +20,7 @@ a set of strings under a sampler with stopping; HF's `compute_transition_scores`
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ def prefix_keys(text: str) -> set[str]:
     return keys
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a question's exemplar sets visit mostly the same texts
 def on_gold_path(text: str, keys: tuple[str, ...]) -> bool:
     """Can a generation that starts with `text` still end as an answer that normalises to an alias?"""
     return any(g.startswith(k) for k in prefix_keys(text) for g in keys)

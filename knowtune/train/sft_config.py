@@ -28,7 +28,7 @@ class SFTConfig(BaseModel):
     lora_target_modules: list[str] | str = Field("all-linear", description="peft target_modules")
     bf16: bool = Field(False, description="bf16 autocast (faster on CPUs with avx512_bf16; changes numerics)")
     fit_bf16: bool = Field(False, description="run the per-epoch fit check in bf16, recomputing near ties in float32 "
-                           "(the same fit as float32 on the builtin model; not faster than float32 on bench/train.py's 32 short rows)")
+                           "(float32's fit; on the builtin model nearly every row is a near tie, so it is slower: bench/bf16_margin.py)")
     seed: int = Field(0, description="data order and LoRA initialisation")
     checkpoint_every_epoch: bool = Field(True, description="save a resumable checkpoint (model + optimizer) per epoch")
     save_weights: bool = Field(True, description="save EARLY_STOP and CONVERGENCE weights as safetensors")
