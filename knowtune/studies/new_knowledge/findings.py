@@ -236,9 +236,11 @@ def findings(runs: dict, agg: dict) -> list[dict]:
     both = combine([check(betas["beta_kn"], label="β_kn"), check(betas["beta_unk"], above=False, label="β_unk")])
     seed_lm = agg["linear_model"]["test"]["per_seed"]
     kn, unk = both.parts
+    # R² is undefined when every point has the same accuracy (nothing to explain), which a tiny model can give
+    r2 = "n/a (accuracy constant)" if lm["r2"] is None else f"{lm['r2']:.2f}"
     out.append(Finding("Accuracy rises with fitted Known and falls with fitted Unknown examples: β_unk < 0 < β_kn",
                        "β0 36.9, β_kn 7.3, β_unk −8.3, R² 0.86 (in-distribution)",
-                       (f"pooled β0 {lm['beta0']:.1f}, β_kn {lm['beta_kn']:.1f}, β_unk {lm['beta_unk']:.1f}, R² {lm['r2']:.2f} "
+                       (f"pooled β0 {lm['beta0']:.1f}, β_kn {lm['beta_kn']:.1f}, β_unk {lm['beta_unk']:.1f}, R² {r2} "
                         f"({lm['n_points']} points); per seed β_kn {fmt(seed_lm['beta_kn'], 1)}, β_unk {fmt(seed_lm['beta_unk'], 1)}; "
                         f"95 % intervals β_kn {fmt_check(kn)}, β_unk {fmt_check(unk)}")
                        if lm["beta_kn"] is not None else "n/a", both).to_dict())

@@ -115,7 +115,7 @@ def write_report(results: dict, path: str | Path, probe_summary: dict | None = N
     for part, lm in agg["linear_model"].items():
         p = lm["pooled"]
         if p["beta0"] is not None:
-            rows.append([part, f"{p['beta0']:.1f}", f"{p['beta_kn']:.1f}", f"{p['beta_unk']:.1f}", f"{p['r2']:.2f}", p["n_points"]])
+            rows.append([part, f"{p['beta0']:.1f}", f"{p['beta_kn']:.1f}", f"{p['beta_unk']:.1f}", "n/a" if p["r2"] is None else f"{p['r2']:.2f}", p["n_points"]])
     rows.append(["paper (in-distribution)", *[PAPER["linear"][k] for k in ("beta0", "beta_kn", "beta_unk", "r2")], ""])
     page.table(["test set", "β0", "β_kn", "β_unk", "R²", "points"], rows)
 

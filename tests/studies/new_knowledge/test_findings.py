@@ -248,3 +248,13 @@ def test_runs_without_per_question_outputs_give_no_interval_and_say_so(cfg):
     assert [(f["verdict"], f["ci"]) for f in results["findings"]] == [(I, None)] * 7
     assert results["caveats"] and "no per-question outputs" in results["caveats"][0]
     assert analyse(cfg, {"test": [{}]}, world(seeds=1))["caveats"] == []
+
+
+def test_constant_accuracy_leaves_r2_undefined_and_the_finding_and_report_say_so(cfg, tmp_path):
+    from knowtune.studies.new_knowledge.report import write_report
+
+    results = analyse(cfg, {"test": [{}] * 10}, world(betas=(40.0, 0.0, 0.0)))  # every run answers 40 % right
+    assert results["aggregate"]["linear_model"]["test"]["pooled"]["r2"] is None
+    assert "R² n/a (accuracy constant)" in results["findings"][3]["this_run"]
+    write_report({**results, "config": cfg.model_dump()}, tmp_path / "report.html")
+    assert "n/a" in (tmp_path / "report.html").read_text(encoding="utf-8")
